@@ -1,0 +1,1 @@
+"""Command-line tools: the headless edit (a real ComfyUI run in process) and converters."""

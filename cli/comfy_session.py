@@ -1,0 +1,168 @@
+"""Real ComfyUI, booted in this process without a server, with LMM Edit loaded as a custom node.
+
+Used by the integration tests and by ``python -m lmm_edit edit``. The boot order follows
+ComfyUI's own ``main.py`` (research/comfyui.md §2c): arguments are set before
+``folder_paths`` and ``comfy.model_management`` are imported, ``utils.extra_config`` is
+imported before ``nodes`` (which puts ``comfy/`` first on sys.path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib
+import os
+import pathlib
+import sys
+import uuid
+from dataclasses import dataclass, field
+
+PACK_DIR = pathlib.Path(__file__).resolve().parent.parent
+
+
+class ComfyUINotFound(RuntimeError):
+    pass
+
+
+def find_comfyui(explicit: str | None = None) -> pathlib.Path:
+    """ComfyUI checkout from an argument, $COMFYUI_PATH, or the custom_nodes folder we sit in."""
+    candidates = [explicit, os.environ.get("COMFYUI_PATH")]
+    if PACK_DIR.parent.name == "custom_nodes":
+        candidates.append(str(PACK_DIR.parent.parent))
+    for candidate in candidates:
+        if candidate and (pathlib.Path(candidate) / "nodes.py").is_file() and (pathlib.Path(candidate) / "comfy").is_dir():
+            return pathlib.Path(candidate).resolve()
+    named = [c for c in candidates if c]
+    raise ComfyUINotFound(
+        "ComfyUI not found"
+        + (f" at {named}" if named else "")
+        + ". Set COMFYUI_PATH to your ComfyUI folder (the one with main.py and nodes.py), "
+        "or install ComfyUI first: pip install comfy-cli && comfy --workspace ~/ComfyUI install"
+    )
+
+
+class _QuietServer:
+    """What PromptExecutor and the progress handler use of PromptServer."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def send_sync(self, event, data, sid=None) -> None:
+        self.events.append((event, data))
+
+    def send_progress_text(self, text, node_id, sid=None) -> None:
+        self.events.append(("progress_text", {"node": node_id, "text": text}))
+
+
+@dataclass
+class RunResult:
+    success: bool
+    outputs: dict = field(default_factory=dict)  # node id -> ui dict
+    messages: list = field(default_factory=list)
+    error: dict | None = None
+
+
+class ComfySession:
+    """One booted ComfyUI with this pack loaded. Create once per process."""
+
+    def __init__(self, comfyui_path: str | os.PathLike, work_dir: str | os.PathLike,
+                 model_folders: dict[str, list[str]] | None = None, cpu: bool = True,
+                 force_fp32: bool = False) -> None:
+        self.comfyui_path = pathlib.Path(comfyui_path)
+        self.work_dir = pathlib.Path(work_dir)
+        for sub in ("output", "input", "temp", "models"):
+            (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
+        if str(self.comfyui_path) not in sys.path:
+            sys.path.insert(0, str(self.comfyui_path))
+
+        from comfy.cli_args import args
+
+        args.cpu = cpu
+        args.force_fp32 = force_fp32
+        args.fp32_text_enc = force_fp32
+        args.disable_api_nodes = True
+        args.base_directory = None
+
+        importlib.import_module("utils.extra_config")
+        import folder_paths
+
+        folder_paths.set_output_directory(str(self.work_dir / "output"))
+        folder_paths.set_input_directory(str(self.work_dir / "input"))
+        folder_paths.set_temp_directory(str(self.work_dir / "temp"))
+        folder_paths.models_dir = str(self.work_dir / "models")
+        for category, paths in (model_folders or {}).items():
+            for path in paths:
+                folder_paths.add_model_folder_path(category, str(path), is_default=True)
+        folder_paths.folder_names_and_paths["custom_nodes"] = ([str(PACK_DIR.parent)], set())
+
+        import comfy.model_management  # noqa: F401  (reads args at import)
+        import execution
+        import nodes
+        import server
+
+        self.nodes = nodes
+        self.execution = execution
+        self.folder_paths = folder_paths
+        self.server = _QuietServer()
+        server.PromptServer.instance = self.server
+
+        builtin_failures = asyncio.run(nodes.init_builtin_extra_nodes())
+        self.builtin_failures = builtin_failures
+        core_ids = set(nodes.NODE_CLASS_MAPPINGS)
+        self.pack_loaded = asyncio.run(nodes.load_custom_node(str(PACK_DIR), ignore=core_ids))
+        self.pack_node_ids = sorted(set(nodes.NODE_CLASS_MAPPINGS) - core_ids)
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
+
+    # --- node definitions, as GET /object_info serves them -------------------------------
+    def node_info(self, node_id: str) -> dict:
+        from comfy_api.internal import _ComfyNodeInternal
+
+        cls = self.nodes.NODE_CLASS_MAPPINGS[node_id]
+        if issubclass(cls, _ComfyNodeInternal):
+            return cls.GET_NODE_INFO_V1()
+        inputs = cls.INPUT_TYPES()
+        return {
+            "input": inputs,
+            "input_order": {key: list(value.keys()) for key, value in inputs.items()},
+            "output": cls.RETURN_TYPES,
+            "output_is_list": getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES)),
+            "output_name": getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES),
+            "name": node_id,
+            "display_name": self.nodes.NODE_DISPLAY_NAME_MAPPINGS.get(node_id, node_id),
+            "description": getattr(cls, "DESCRIPTION", ""),
+            "python_module": getattr(cls, "RELATIVE_PYTHON_MODULE", "nodes"),
+            "category": getattr(cls, "CATEGORY", "sd"),
+            "output_node": getattr(cls, "OUTPUT_NODE", False) is True,
+        }
+
+    def object_info(self) -> dict:
+        return {node_id: self.node_info(node_id) for node_id in self.nodes.NODE_CLASS_MAPPINGS}
+
+    def ui_to_api(self, workflow: dict) -> dict:
+        """UI-format workflow (as the frontend saves it) -> API prompt, with comfy-cli's converter."""
+        from comfy_cli.workflow_to_api import convert_ui_to_api
+
+        return convert_ui_to_api(copy.deepcopy(workflow), self.object_info())
+
+    # --- execution ---------------------------------------------------------------------
+    def run(self, prompt: dict) -> RunResult:
+        prompt_id = str(uuid.uuid4())
+        valid, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if not valid:
+            return RunResult(False, error={"error": error, "node_errors": node_errors})
+        self.server.events.clear()
+        self.executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=outputs)
+        history = self.executor.history_result or {}
+        failure = next((data for event, data in self.executor.status_messages if event == "execution_error"), None)
+        return RunResult(self.executor.success, outputs=history.get("outputs", {}),
+                         messages=list(self.executor.status_messages), error=failure)
+
+    def unload_models(self) -> None:
+        import comfy.model_management
+
+        comfy.model_management.unload_all_models()
+        comfy.model_management.soft_empty_cache()

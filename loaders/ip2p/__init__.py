@@ -1,0 +1,1 @@
+"""Pieces shared by every InstructPix2Pix-style editor (guidance math, UNet key maps)."""

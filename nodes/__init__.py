@@ -1,0 +1,24 @@
+"""ComfyUI nodes of LMM Edit (V3 API). Importing this package needs a running ComfyUI."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import guidance
+from .folders import register_model_folders
+
+NODE_MODULES = [guidance]
+
+
+def all_nodes() -> list[type[io.ComfyNode]]:
+    return [node for module in NODE_MODULES for node in module.NODES]
+
+
+class LMMEditExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        register_model_folders()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.64 does not call on_load(); registering here is idempotent.
+        register_model_folders()
+        return all_nodes()

@@ -1,0 +1,1 @@
+"""Tiny random models written in the real file formats the pack and ComfyUI read."""

@@ -1,0 +1,111 @@
+"""Real ComfyUI in this process (COMFYUI_PATH), with LMM Edit loaded as a custom node.
+
+Every test here uses the session fixture ``comfyui``; without COMFYUI_PATH they are skipped
+with one line saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+IP2P_CHECKPOINT = "instruct-pix2pix-00-22000.safetensors"  # the name the example workflow uses
+EXAMPLE_IMAGE = "example.png"  # the LoadImage default in the example workflows
+IMAGE_SIZE = (64, 48)  # width, height: non-square on purpose, a multiple of 16
+
+
+def _comfyui_path() -> str | None:
+    path = os.environ.get("COMFYUI_PATH")
+    return path if path else None
+
+
+@pytest.fixture(scope="session")
+def comfyui(tmp_path_factory):
+    path = _comfyui_path()
+    if path is None:
+        pytest.skip("COMFYUI_PATH is unset: integration tests need a ComfyUI checkout (see README, Tests)")
+    from lmm_edit.cli.comfy_session import ComfySession
+
+    work = tmp_path_factory.mktemp("comfyui")
+    models = work / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "controlnet").mkdir(parents=True)
+    session = ComfySession(path, work, model_folders={
+        "checkpoints": [str(models / "checkpoints")],
+        "controlnet": [str(models / "controlnet")],
+    }, cpu=True, force_fp32=True)
+    assert session.pack_loaded, "LMM Edit failed to load as a custom node (see the log above)"
+    session.models_path = models
+    return session
+
+
+@pytest.fixture(scope="session")
+def tiny_ip2p():
+    from factories.ip2p_models import build_tiny_ip2p
+
+    return build_tiny_ip2p(seed=0)
+
+
+@pytest.fixture(scope="session")
+def ip2p_checkpoint(comfyui, tiny_ip2p) -> pathlib.Path:
+    """The tiny IP2P model as a single-file LDM checkpoint, converted with ComfyUI's own key maps."""
+    import comfy.diffusers_convert
+    import comfy.utils
+
+    from factories.ip2p_models import TINY_UNET_LDM_CONFIG, write_ldm_checkpoint
+
+    path = comfyui.models_path / "checkpoints" / IP2P_CHECKPOINT
+    if not path.exists():
+        write_ldm_checkpoint(tiny_ip2p, path, comfy.utils.unet_to_diffusers(dict(TINY_UNET_LDM_CONFIG)),
+                             comfy.diffusers_convert.convert_vae_state_dict)
+    return path
+
+
+@pytest.fixture(scope="session")
+def example_image(comfyui) -> pathlib.Path:
+    """A smooth, seeded, non-square RGB test image in ComfyUI's input folder."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = IMAGE_SIZE
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(0)
+    rgb = np.stack([
+        127 + 100 * np.sin(x / 7.0), 127 + 100 * np.cos(y / 5.0), 127 + 60 * np.sin((x + y) / 9.0),
+    ], axis=-1) + rng.normal(0, 4, (height, width, 3))
+    path = pathlib.Path(comfyui.folder_paths.get_input_directory()) / EXAMPLE_IMAGE
+    Image.fromarray(np.clip(rgb, 0, 255).astype("uint8")).save(path)
+    return path
+
+
+CONTROLNET_FILE = "tiny_controlnet.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet(comfyui, ip2p_checkpoint) -> str:
+    """A ControlNet for the tiny UNet in the original `control_model.*` layout, random but seeded.
+
+    Built from ComfyUI's own ControlNet class with the config ComfyUI detects from the tiny
+    UNet, so ControlNetLoader reads it back with no missing key.
+    """
+    import comfy.cldm.cldm
+    import comfy.model_detection
+    import comfy.ops
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from factories.ip2p_models import randomise_
+
+    path = comfyui.models_path / "controlnet" / CONTROLNET_FILE
+    if not path.exists():
+        prefix = "model.diffusion_model."
+        unet_sd = {k[len(prefix):]: v for k, v in load_file(str(ip2p_checkpoint)).items() if k.startswith(prefix)}
+        config = dict(comfy.model_detection.model_config_from_unet(unet_sd, "").unet_config)
+        config.pop("out_channels")
+        config.update(in_channels=4, hint_channels=3, operations=comfy.ops.disable_weight_init, dtype=torch.float32)
+        control = comfy.cldm.cldm.ControlNet(**config)
+        randomise_(control, torch.Generator().manual_seed(1))
+        save_file({f"control_model.{k}": v.contiguous() for k, v in control.state_dict().items()}, str(path))
+    return CONTROLNET_FILE
