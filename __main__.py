@@ -1,4 +1,9 @@
-"""Command line of the pack: `python -m lmm_edit <command> ...`."""
+"""Command line of LMM Edit: ``python -m lmm_edit <command> ...``.
+
+    edit               one edit through ComfyUI, headless (a self-check on tiny weights when real ones are absent)
+    locales            regenerate locales/en/nodeDefs.json from the node schemas (needs ComfyUI)
+    convert-smartedit  SmartEdit release bundle -> compact per-component safetensors
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,53 @@ import argparse
 import sys
 
 
-def _convert_smartedit(args: argparse.Namespace) -> int:
+def _edit(argv: list[str]) -> int:
+    from .cli.edit import main
+
+    return main(argv)
+
+
+def _locales(argv: list[str]) -> int:
+    import tempfile
+
+    from .cli.comfy_session import ComfySession, find_comfyui
+    from .cli.locales import write_node_defs
+
+    parser = argparse.ArgumentParser(prog="python -m lmm_edit locales")
+    parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as work:
+        session = ComfySession(find_comfyui(args.comfyui), output_dir=work, input_dir=work, temp_dir=work,
+                               models_dir=work)
+        print(f"wrote {write_node_defs(session)}")
+    return 0
+
+
+def _convert_smartedit(argv: list[str]) -> int:
     from .loaders.smartedit.convert import convert_smartedit
 
+    parser = argparse.ArgumentParser(prog="python -m lmm_edit convert-smartedit",
+                                     description="release SmartEdit bundle -> compact per-component safetensors")
+    parser.add_argument("src", help="bundle folder (LLM-*, embeddings_qformer, modulate-*, unet-*)")
+    parser.add_argument("dst", help="output folder")
+    parser.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default=None, help="cast floating tensors")
+    parser.add_argument("--step", type=int, default=None, help="training step when the bundle holds several")
+    args = parser.parse_args(argv)
     written = convert_smartedit(args.src, args.dst, args.dtype, args.step)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
 
 
+COMMANDS = {"edit": _edit, "locales": _locales, "convert-smartedit": _convert_smartedit}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmm_edit")
-    commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser(
-        "convert-smartedit", help="release SmartEdit bundle -> compact per-component safetensors"
-    )
-    convert.add_argument("src", help="bundle folder (LLM-*, embeddings_qformer, modulate-*, unet-*)")
-    convert.add_argument("dst", help="output folder")
-    convert.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default=None, help="cast floating tensors")
-    convert.add_argument("--step", type=int, default=None, help="training step when the bundle holds several")
-    convert.set_defaults(run=_convert_smartedit)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    return COMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

@@ -69,13 +69,12 @@ class RunResult:
 class ComfySession:
     """One booted ComfyUI with this pack loaded. Create once per process."""
 
-    def __init__(self, comfyui_path: str | os.PathLike, work_dir: str | os.PathLike,
-                 model_folders: dict[str, list[str]] | None = None, cpu: bool = True,
-                 force_fp32: bool = False) -> None:
+    def __init__(self, comfyui_path: str | os.PathLike, *, output_dir: str | os.PathLike | None = None,
+                 input_dir: str | os.PathLike | None = None, temp_dir: str | os.PathLike | None = None,
+                 models_dir: str | os.PathLike | None = None, model_folders: dict[str, list[str]] | None = None,
+                 cpu: bool = True, force_fp32: bool = False) -> None:
+        """Boots ComfyUI; directories left as None keep ComfyUI's own (the user's models, output...)."""
         self.comfyui_path = pathlib.Path(comfyui_path)
-        self.work_dir = pathlib.Path(work_dir)
-        for sub in ("output", "input", "temp", "models"):
-            (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
         if str(self.comfyui_path) not in sys.path:
             sys.path.insert(0, str(self.comfyui_path))
 
@@ -85,15 +84,22 @@ class ComfySession:
         args.force_fp32 = force_fp32
         args.fp32_text_enc = force_fp32
         args.disable_api_nodes = True
-        args.base_directory = None
 
-        importlib.import_module("utils.extra_config")
+        extra_config = importlib.import_module("utils.extra_config")
         import folder_paths
 
-        folder_paths.set_output_directory(str(self.work_dir / "output"))
-        folder_paths.set_input_directory(str(self.work_dir / "input"))
-        folder_paths.set_temp_directory(str(self.work_dir / "temp"))
-        folder_paths.models_dir = str(self.work_dir / "models")
+        if models_dir is None:
+            user_paths = self.comfyui_path / "extra_model_paths.yaml"
+            if user_paths.is_file():
+                extra_config.load_extra_path_config(str(user_paths))
+        else:
+            folder_paths.models_dir = str(models_dir)
+        for setter, path in ((folder_paths.set_output_directory, output_dir),
+                             (folder_paths.set_input_directory, input_dir),
+                             (folder_paths.set_temp_directory, temp_dir)):
+            if path is not None:
+                pathlib.Path(path).mkdir(parents=True, exist_ok=True)
+                setter(str(path))
         for category, paths in (model_folders or {}).items():
             for path in paths:
                 folder_paths.add_model_folder_path(category, str(path), is_default=True)
@@ -101,8 +107,9 @@ class ComfySession:
 
         import comfy.model_management  # noqa: F401  (reads args at import)
         import execution
-        import nodes
         import server
+
+        import nodes
 
         self.nodes = nodes
         self.execution = execution

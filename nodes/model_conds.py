@@ -10,10 +10,9 @@ conditioning carries none of them runs exactly as before.
 
 from __future__ import annotations
 
-import torch
-
 import comfy.conds
 import comfy.patcher_extension
+import torch
 
 MODEL_COND_PREFIX = "lmm_edit_"
 ROUTER_KEY = "lmm_edit.model_cond_router"

@@ -32,10 +32,11 @@ def comfyui(tmp_path_factory):
     models = work / "models"
     (models / "checkpoints").mkdir(parents=True)
     (models / "controlnet").mkdir(parents=True)
-    session = ComfySession(path, work, model_folders={
-        "checkpoints": [str(models / "checkpoints")],
-        "controlnet": [str(models / "controlnet")],
-    }, cpu=True, force_fp32=True)
+    session = ComfySession(
+        path, output_dir=work / "output", input_dir=work / "input", temp_dir=work / "temp", models_dir=models,
+        model_folders={"checkpoints": [str(models / "checkpoints")], "controlnet": [str(models / "controlnet")]},
+        cpu=True, force_fp32=True,
+    )
     assert session.pack_loaded, "LMM Edit failed to load as a custom node (see the log above)"
     session.models_path = models
     return session

@@ -30,8 +30,9 @@ class UNetCallRecorder:
 @pytest.fixture(scope="module")
 def graph(comfyui, ip2p_checkpoint, example_image):
     """Checkpoint, text conditionings and the InstructPixToPixConditioning outputs, built by the real nodes."""
-    import nodes
     from comfy_extras.nodes_ip2p import InstructPixToPixConditioning
+
+    import nodes
 
     model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(IP2P_CHECKPOINT)[:3]
     image = nodes.LoadImage().load_image(example_image.name)[0]

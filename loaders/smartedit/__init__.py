@@ -1,0 +1,39 @@
+"""SmartEdit (TencentARC, CVPR 2024) in pure torch: loaders, LMM encoder, Q-Former + BIM bridge, UNet key map.
+
+Public API (what the ComfyUI nodes call):
+- `find_bundle(dir)` -> SmartEditBundle; `load_smartedit(bundle_dir, llava_dir, clip_path, ...)` -> SmartEditModels;
+  or per component `load_lmm`, `load_bridge`, `load_unet_ldm`.
+- `encode_instruction(lmm, image, instruction, seed=, temperature=, template=, force_image_tokens=, on_token=)`
+  -> LMMInstruction.
+- `bridge_condition(bridge, instruction, (latent_h, latent_w))` -> BridgeOutput(cond, residual, attention).
+- `convert_smartedit(src, dst, dtype)`; every load error is a SmartEditLoadError.
+"""
+
+from .bundle import SmartEditBundle, find_bundle
+from .conditioning import BridgeOutput, SmartEditBridge, bridge_condition
+from .convert import convert_smartedit
+from .encode import encode_instruction
+from .errors import SmartEditLoadError
+from .load_bridge import load_bridge
+from .load_lmm import SmartEditLMM, load_lmm
+from .loader import SmartEditModels, load_smartedit, load_unet_ldm
+from .prompt import TEMPLATES, template_index_for_seed
+
+__all__ = [
+    "BridgeOutput",
+    "SmartEditBridge",
+    "SmartEditBundle",
+    "SmartEditLMM",
+    "SmartEditLoadError",
+    "SmartEditModels",
+    "TEMPLATES",
+    "bridge_condition",
+    "convert_smartedit",
+    "encode_instruction",
+    "find_bundle",
+    "load_bridge",
+    "load_lmm",
+    "load_smartedit",
+    "load_unet_ldm",
+    "template_index_for_seed",
+]

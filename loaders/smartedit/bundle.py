@@ -1,0 +1,171 @@
+"""Finding the four SmartEdit components in a bundle folder.
+
+Two layouts are accepted:
+- release (TencentARC/SmartEdit-7B / -13B on the Hugging Face Hub, and the reference's `--total_dir`):
+  `LLM-<step>/adapter_model.{bin,safetensors}` + `adapter_config.json` (in `LLM-<step>/` or the root,
+  where the reference script expects it), `embeddings_qformer/checkpoint-<step>_embeddings_qformer.*`,
+  `modulate-<step>/adapter_model.*`, `unet-<step>/adapter_model.*`;
+- converted (`python -m lmm_edit convert-smartedit`): `llm.safetensors`, `embeddings_qformer.safetensors`,
+  `bim.safetensors`, `unet.safetensors`, the LoRA settings in the metadata of `llm.safetensors`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .errors import SmartEditLoadError
+from .files import read_json, read_metadata
+
+CONVERTED_FORMAT = "lmm_edit.smartedit.v1"  # value of the `format` metadata key of converted files
+CONVERTED_NAMES = {
+    "llm": "llm.safetensors",
+    "embeddings_qformer": "embeddings_qformer.safetensors",
+    "bim": "bim.safetensors",
+    "unet": "unet.safetensors",
+}
+FileFormat = Literal["auto", "safetensors", "bin"]
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA of the SmartEdit LLM (data/adapter_config.json: r 8, alpha 16, q_proj/v_proj)."""
+
+    r: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    source: str
+
+    @property
+    def scale(self) -> float:
+        # peft LoraLayer: scaling = lora_alpha / r (no rslora in peft 0.4.0)
+        return self.alpha / self.r
+
+
+@dataclass(frozen=True)
+class SmartEditBundle:
+    """Paths of one SmartEdit bundle."""
+
+    root: Path
+    layout: Literal["release", "converted"]
+    llm: Path
+    embeddings_qformer: Path
+    bim: Path
+    unet: Path
+    lora: LoraSettings
+
+
+def _pick_file(folder: Path, stem: str, file_format: FileFormat) -> Path | None:
+    order = {"auto": (".safetensors", ".bin"), "safetensors": (".safetensors",), "bin": (".bin",)}[file_format]
+    for suffix in order:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _step_dirs(root: Path, prefix: str) -> dict[int, Path]:
+    found = {}
+    for entry in root.iterdir():
+        match = re.fullmatch(re.escape(prefix) + r"(\d+)", entry.name)
+        if match and entry.is_dir():
+            found[int(match.group(1))] = entry
+    return found
+
+
+def _choose_step(root: Path, steps: dict[str, dict[int, Path]], step: int | None) -> int:
+    llm_steps = sorted(steps["LLM-"])
+    if step is not None:
+        return step
+    if len(llm_steps) == 1:
+        return llm_steps[0]
+    raise SmartEditLoadError(
+        root,
+        "one training step per component (e.g. LLM-15000)",
+        f"several: {', '.join(f'LLM-{s}' for s in llm_steps)}",
+        "keep one step per bundle folder, or pass the step",
+    )
+
+
+def _lora_from_config(path: Path) -> LoraSettings:
+    cfg = read_json(path)
+    if cfg.get("peft_type", "LORA") != "LORA" or "r" not in cfg or "lora_alpha" not in cfg:
+        raise SmartEditLoadError(
+            path,
+            'a peft LoRA config ("peft_type": "LORA", "r", "lora_alpha", "target_modules")',
+            f"keys {sorted(cfg)}",
+            "copy data/adapter_config.json of github.com/TencentARC/SmartEdit next to the LLM folder",
+        )
+    return LoraSettings(int(cfg["r"]), float(cfg["lora_alpha"]), tuple(cfg.get("target_modules") or ()), str(path))
+
+
+def _not_a_bundle(root: Path, why: str) -> SmartEditLoadError:
+    listing = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:12] if root.is_dir() else []
+    return SmartEditLoadError(
+        root,
+        "a SmartEdit bundle folder holding LLM-<step>/, embeddings_qformer/, modulate-<step>/, unet-<step>/ "
+        "(TencentARC/SmartEdit-7B or -13B as published) or the files of `convert-smartedit`",
+        f"{why} (folder contents: {listing or 'nothing'})",
+        "download the whole SmartEdit-7B/13B repository into one folder under models/lmm_edit/smartedit/",
+    )
+
+
+def _find_converted(root: Path) -> SmartEditBundle:
+    paths = {name: root / file for name, file in CONVERTED_NAMES.items()}
+    missing = [p.name for p in paths.values() if not p.is_file()]
+    if missing:
+        raise _not_a_bundle(root, f"converted files missing: {', '.join(missing)}")
+    meta = read_metadata(paths["llm"])
+    if meta.get("format") != CONVERTED_FORMAT or "lora_r" not in meta:
+        raise SmartEditLoadError(
+            paths["llm"],
+            f'metadata "format": "{CONVERTED_FORMAT}" with the LoRA settings',
+            f"metadata {sorted(meta)}",
+            "convert the release files again with `python -m lmm_edit convert-smartedit`",
+        )
+    lora = LoraSettings(
+        int(meta["lora_r"]), float(meta["lora_alpha"]), tuple(meta.get("lora_target_modules", "").split(",")),
+        str(paths["llm"]),
+    )
+    return SmartEditBundle(root, "converted", paths["llm"], paths["embeddings_qformer"], paths["bim"], paths["unet"], lora)
+
+
+def find_bundle(root: str | Path, step: int | None = None, file_format: FileFormat = "auto") -> SmartEditBundle:
+    """Locate the components of the SmartEdit bundle at `root`; `file_format` picks `.bin` or `.safetensors`
+    when both are present (auto: safetensors first)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise _not_a_bundle(root, "no folder at this path")
+    if (root / CONVERTED_NAMES["llm"]).is_file():
+        return _find_converted(root)
+    steps = {p: _step_dirs(root, p) for p in ("LLM-", "modulate-", "unet-")}
+    qformer_dir = root / "embeddings_qformer"
+    if not any(steps.values()) and not qformer_dir.is_dir():
+        raise _not_a_bundle(root, "none of LLM-<step>/, embeddings_qformer/, modulate-<step>/, unet-<step>/")
+    if not steps["LLM-"]:
+        raise _not_a_bundle(root, "no LLM-<step>/ folder")
+    chosen = _choose_step(root, steps, step)
+    found: dict[str, Path] = {}
+    for prefix, name in (("LLM-", "llm"), ("modulate-", "bim"), ("unet-", "unet")):
+        folder = steps[prefix].get(chosen)
+        if folder is None:
+            raise _not_a_bundle(root, f"no {prefix}{chosen}/ folder")
+        weights = _pick_file(folder, "adapter_model", file_format)
+        if weights is None:
+            raise _not_a_bundle(folder, f"no adapter_model.{'bin or .safetensors' if file_format == 'auto' else file_format}")
+        found[name] = weights
+    qformer = _pick_file(qformer_dir, f"checkpoint-{chosen}_embeddings_qformer", file_format) if qformer_dir.is_dir() else None
+    if qformer is None:
+        raise _not_a_bundle(root, f"no embeddings_qformer/checkpoint-{chosen}_embeddings_qformer.bin")
+    config = next((p for p in (found["llm"].parent / "adapter_config.json", root / "adapter_config.json") if p.is_file()), None)
+    if config is None:
+        raise SmartEditLoadError(
+            found["llm"].parent / "adapter_config.json",
+            "the LoRA config adapter_config.json in the LLM folder or the bundle root",
+            "no such file in either place",
+            "copy data/adapter_config.json of github.com/TencentARC/SmartEdit into "
+            f"{found['llm'].parent} (the reference script copies it there from the bundle root)",
+        )
+    return SmartEditBundle(root, "release", found["llm"], qformer, found["bim"], found["unet"], _lora_from_config(config))

@@ -1,0 +1,106 @@
+"""Image + instruction -> LMMInstruction, as SmartEdit's reference (test/DS_SmartEdit_test.py).
+
+1. CLIP: the image squashed to 224x224 (PIL bicubic), OpenAI normalisation, penultimate layer without CLS
+   -> V [1, 256, C]; mm_projector -> [1, 256, D].
+2. Prompt (prompt.py) tokenised (tokenizer.py); the first <img_0> id is deleted and the 256 projected
+   features are inserted at its index.
+3. Decode loop (decode.py) -> the 32 kept states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..instruction import LMMInstruction
+from .decode import DecodeResult, decode_image_states, image_tokens_in_order
+from .load_lmm import SmartEditLMM
+from .prompt import build_prompt, resolve_template
+from .vision import clip_pixels
+
+
+@dataclass(frozen=True)
+class PromptInputs:
+    input_ids: torch.Tensor  # [T] token ids of the prompt
+    insert_at: int  # index of the first <img_0>, removed and replaced by the image features
+    inputs_embeds: torch.Tensor  # [1, T - 1 + P, D]
+
+
+def vision_features(lmm: SmartEditLMM, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IMAGE [H, W, 3] 0..1 -> (CLIP patch features [1, P, C], projected features [1, P, D]) in compute dtype."""
+    device = lmm.mm_projector.weight.device
+    pixels = clip_pixels(image, lmm.vision.config.image_size).to(device)
+    feats = lmm.vision(pixels)
+    return feats, lmm.mm_projector(feats)
+
+
+def prompt_inputs(lmm: SmartEditLMM, input_ids: torch.Tensor, projected: torch.Tensor) -> PromptInputs:
+    """Embed `input_ids` [T] with the first <img_0> removed and `projected` [1, P, D] inserted in its place."""
+    first_image = lmm.info.image_token_ids[0]
+    hits = (input_ids == first_image).nonzero()
+    if hits.numel() == 0:
+        raise ValueError("the prompt holds no <img_0> placeholder for the image features")
+    at = int(hits[0, 0])
+    kept = torch.cat([input_ids[:at], input_ids[at + 1 :]]).to(lmm.llm.embed_tokens.weight.device)
+    embeds = lmm.llm.embed_tokens(kept.unsqueeze(0))
+    embeds = torch.cat([embeds[:, :at], projected.to(embeds.dtype), embeds[:, at:]], dim=1)
+    return PromptInputs(input_ids=input_ids, insert_at=at, inputs_embeds=embeds)
+
+
+@torch.inference_mode()
+def encode_instruction(
+    lmm: SmartEditLMM,
+    image: torch.Tensor,
+    instruction: str,
+    *,
+    seed: int = 0,
+    temperature: float = 0.0,
+    template: int | str | None = None,
+    force_image_tokens: bool = False,
+    on_token: Callable[[int, int], None] | None = None,
+    teacher_ids: Sequence[int] | None = None,
+) -> LMMInstruction:
+    """Encode one image [H, W, 3] (0..1) and instruction into an LMMInstruction (CPU fp32 tensors).
+
+    seed: picks the template when `template` is None and seeds sampling; temperature 0 = greedy
+    (the reference script uses 0.7). template: None / index 0..29 / custom Human line with [cap].
+    When the model does not emit exactly <img_0>..<img_31> (in order, then </s>), `image_tokens_in_order`
+    is False; teacher_ids replays a given answer (the token chosen at each step, e.g. a reference run's
+    forced tokens); with fewer than 32 image states and no forcing, `hidden_states` holds what was kept
+    (the reference would fail its assertion) and `extras["problem"]` says what happened.
+    """
+    if image.dim() == 4:  # a ComfyUI IMAGE batch [B, H, W, 3]: its first image
+        image = image[0]
+    human = resolve_template(template, seed)
+    feats, projected = vision_features(lmm, image)
+    ids = torch.tensor(lmm.tokenizer.encode(build_prompt(instruction, human)), dtype=torch.long)
+    prompt = prompt_inputs(lmm, ids, projected)
+    result: DecodeResult = decode_image_states(
+        lmm.llm, prompt.inputs_embeds, lmm.info.image_token_ids, lmm.info.eos_id,
+        temperature=temperature, seed=seed, force_image_tokens=force_image_tokens, on_token=on_token,
+        teacher_ids=teacher_ids,
+    )
+    in_order = image_tokens_in_order(result.model_choices, lmm.info.image_token_ids, lmm.info.eos_id) and not result.forced
+    first_image = lmm.info.image_token_ids[0]
+    text_ids = [t for t in result.token_ids if t < first_image]
+    extras = {"first_logits_argmax": int(result.first_logits.argmax()), "model_choices": result.model_choices}
+    kept = result.kept_states.shape[0]
+    if kept != len(lmm.info.image_token_ids):
+        extras["problem"] = (
+            f"the LMM emitted {kept} image tokens instead of {len(lmm.info.image_token_ids)} before </s>; "
+            "the reference would stop with an assertion error. Turn on force_image_tokens, or try another seed, "
+            "template or temperature 0"
+        )
+    return LMMInstruction(
+        hidden_states=result.kept_states.float().cpu(),
+        vision_features=feats[0].float().cpu(),
+        token_ids=torch.tensor(result.token_ids, dtype=torch.long),
+        image_tokens_in_order=in_order,
+        family=lmm.info.family,
+        text=lmm.tokenizer.decode(text_ids),
+        forced=result.forced,
+        template=human,
+        extras=extras,
+    )

@@ -1,0 +1,181 @@
+"""LLaMA-1 decoder (the LLM of LLaVA-1.1 / SmartEdit), numerically as transformers 4.28's `LlamaModel`.
+
+transformers 4.28.1 is SmartEdit's pin: rotate-half RoPE with cos/sin built in fp32 and cast to the
+activation dtype, RMSNorm computed in fp32, softmax in fp32, no biases, SiLU-gated MLP. Written here in
+plain torch (instead of a transformers class) so the numerics do not move with the installed
+transformers version, and so decoding can use a preallocated KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROPE_THETA = 10000.0  # LLaMA-1 (transformers 4.28 LlamaRotaryEmbedding base)
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vocab: int
+    rms_eps: float = 1e-6  # LLaMA-1 / LLaVA-1.1 config rms_norm_eps
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # transformers 4.28 LlamaRMSNorm: variance in fp32, then back to the weight's half dtype
+        variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        x = x * torch.rsqrt(variance + self.eps)
+        if self.weight.dtype in (torch.float16, torch.bfloat16):
+            x = x.to(self.weight.dtype)
+        return self.weight * x
+
+
+def rope_inv_freq(head_dim: int) -> torch.Tensor:
+    """[head_dim / 2] inverse frequencies, as 4.28 LlamaRotaryEmbedding (stored in the release LLM file)."""
+    return 1.0 / (ROPE_THETA ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: [layers, B, heads, capacity, head_dim]; grows by doubling."""
+
+    def __init__(self, config: LlamaConfig, batch: int, capacity: int, dtype: torch.dtype, device: torch.device):
+        shape = (config.layers, batch, config.heads, capacity, config.head_dim)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v [B, heads, T, head_dim] after the current length; return all keys/values of `layer`."""
+        end = self.length + k.shape[2]
+        if end > self.k.shape[3]:
+            grow = max(end, 2 * self.k.shape[3]) - self.k.shape[3]
+            pad = list(self.k.shape)
+            pad[3] = grow
+            self.k = torch.cat([self.k, self.k.new_empty(pad)], dim=3)
+            self.v = torch.cat([self.v, self.v.new_empty(pad)], dim=3)
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        d = config.hidden
+        self.heads, self.head_dim = config.heads, config.head_dim
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(layer, k, v)
+        if t == 1:
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif past == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            allowed = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden, config.intermediate, bias=False)
+        self.up_proj = nn.Linear(config.hidden, config.intermediate, bias=False)
+        self.down_proj = nn.Linear(config.intermediate, config.hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaLayer(nn.Module):
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.self_attn = LlamaAttention(config)
+        self.mlp = LlamaMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden, config.rms_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden, config.rms_eps)
+
+    def forward(self, x, cos, sin, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaLM(nn.Module):
+    """LlamaModel (embed_tokens, layers, norm) plus SmartEdit's untied `lm_head`.
+
+    State-dict keys: `embed_tokens.weight`, `layers.{i}.…`, `norm.weight`, `lm_head.weight`,
+    buffer `inv_freq` [head_dim/2].
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab, config.hidden)
+        self.layers = nn.ModuleList(LlamaLayer(config) for _ in range(config.layers))
+        self.norm = RMSNorm(config.hidden, config.rms_eps)
+        self.lm_head = nn.Linear(config.hidden, config.vocab, bias=False)
+        self.register_buffer("inv_freq", rope_inv_freq(config.head_dim), persistent=True)
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        weight = self.embed_tokens.weight
+        return KVCache(self.config, batch, capacity, weight.dtype, weight.device)
+
+    def _rope(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # 4.28: t = arange(positions) in fp32, freqs = t ⊗ inv_freq, emb = cat(freqs, freqs), cos/sin cast to dtype
+        positions = torch.arange(start, start + length, device=self.inv_freq.device, dtype=torch.float32)
+        freqs = torch.outer(positions, self.inv_freq.float())
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype)[None, None], emb.sin().to(dtype)[None, None]
+
+    def forward(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """inputs_embeds [B, T, D] -> last hidden state after the final norm [B, T, D].
+
+        Positions continue from `cache.length` (0 without a cache), as the reference's all-ones mask implies.
+        """
+        start = cache.length if cache is not None else 0
+        x = inputs_embeds
+        cos, sin = self._rope(start, x.shape[1], x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.length += inputs_embeds.shape[1]
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)

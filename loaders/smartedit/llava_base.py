@@ -1,0 +1,100 @@
+"""What SmartEdit takes from the LLaVA-1.1 base: the embedding and lm_head rows of the base vocabulary.
+
+The reference (`SmartEdit_model.init_visual_features_extractor`, `load_pretrained_LLaMA_for_inference`,
+`load_pretrained_for_inference`) loads the whole LLaVA-1.1 model, then keeps only rows [0, V0) of
+`model.embed_tokens.weight` and `lm_head.weight` (LLaVA's own 3 extra rows dropped); every layer weight is
+overwritten by the SmartEdit LLM file and `mm_projector` comes from the embeddings_qformer file. So only
+those two tensors are read here, from whichever shard holds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import SmartEditLoadError
+from .files import read_json, read_rows, read_shapes
+from .tokenizer import LLAVA_EXTRA_ROWS
+
+EMBED_KEY = "model.embed_tokens.weight"
+LM_HEAD_KEY = "lm_head.weight"
+LLAVA_11_FIX = (
+    "SmartEdit needs LLaVA-1.1 (7B: liuhaotian/LLaVA-Lightning-7B-delta-v1-1, 13B: liuhaotian/LLaVA-13b-delta-v1-1) "
+    "merged onto the original LLaMA-1 weights with llava/model/apply_delta.py (save with safe_serialization=False "
+    "or as safetensors; both load here); a community-merged 7B copy is mmaaz60/LLaVA-7B-Lightening-v1-1"
+)
+
+
+@dataclass(frozen=True)
+class LlavaBase:
+    folder: Path
+    config: dict
+    embed_file: Path
+    lm_head_file: Path
+    rows: int  # LLaVA vocabulary: V0 + 3
+    width: int
+
+
+def _weight_files(folder: Path) -> dict[str, Path]:
+    """Key -> file, from a shard index or a single weight file."""
+    for index_name in ("pytorch_model.bin.index.json", "model.safetensors.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            return {k: folder / v for k, v in read_json(index)["weight_map"].items()}
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / single).is_file():
+            return dict.fromkeys(read_shapes(folder / single), folder / single)
+    raise SmartEditLoadError(
+        folder,
+        "a LLaVA-1.1 folder with config.json and pytorch_model*.bin or model*.safetensors (with its index.json)",
+        f"contents {sorted(p.name for p in folder.iterdir())[:12] if folder.is_dir() else 'no folder'}",
+        LLAVA_11_FIX,
+    )
+
+
+def open_llava_base(folder: str | Path) -> LlavaBase:
+    """Check that `folder` is a LLaVA-1.1 model and locate its embedding and lm_head."""
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise SmartEditLoadError(config_file, "the LLaVA-1.1 config.json", "no such file", LLAVA_11_FIX)
+    config = read_json(config_file)
+    files = _weight_files(folder)
+    projector_type = config.get("mm_projector_type", "linear")
+    if projector_type != "linear" or any(k.startswith("model.mm_projector.0.") for k in files):
+        raise SmartEditLoadError(
+            folder,
+            "LLaVA-1.1 (one linear mm_projector, vocabulary 32003, CLIP ViT-L/14 at 224 px)",
+            f"a LLaVA-1.5 or later model (mm_projector_type {projector_type!r}, "
+            f"vision tower {config.get('mm_vision_tower')!r})",
+            LLAVA_11_FIX,
+        )
+    if EMBED_KEY not in files or LM_HEAD_KEY not in files:
+        raise SmartEditLoadError(
+            folder, f"tensors {EMBED_KEY} and {LM_HEAD_KEY}", f"{len(files)} tensors without them", LLAVA_11_FIX
+        )
+    shape = read_shapes(files[EMBED_KEY])[EMBED_KEY]
+    return LlavaBase(folder, config, files[EMBED_KEY], files[LM_HEAD_KEY], rows=shape[0], width=shape[1])
+
+
+def base_rows(llava: LlavaBase, base_vocab: int, width: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows [0, V0) of LLaVA's embedding and lm_head, after checking LLaVA's vocabulary is V0 + 3."""
+    if llava.rows == base_vocab:
+        raise SmartEditLoadError(
+            llava.embed_file,
+            f"LLaVA-1.1's {base_vocab + LLAVA_EXTRA_ROWS}-row embedding (base vocabulary + <im_patch>, <im_start>, <im_end>)",
+            f"{llava.rows} rows: a plain LLaMA/Vicuna or a LLaVA-1.5 checkpoint",
+            LLAVA_11_FIX,
+        )
+    if llava.rows != base_vocab + LLAVA_EXTRA_ROWS or llava.width != width:
+        raise SmartEditLoadError(
+            llava.embed_file,
+            f"an embedding of [{base_vocab + LLAVA_EXTRA_ROWS}, {width}] matching the SmartEdit LLM file",
+            f"[{llava.rows}, {llava.width}]",
+            "use the LLaVA-1.1 model of the same size as the SmartEdit bundle (7B with 7B, 13B with 13B). " + LLAVA_11_FIX,
+        )
+    embed = read_rows(llava.embed_file, EMBED_KEY, base_vocab, dtype=torch.float32)
+    lm_head = read_rows(llava.lm_head_file, LM_HEAD_KEY, base_vocab, dtype=torch.float32)
+    return embed.to(dtype), lm_head.to(dtype)
