@@ -74,12 +74,16 @@ def _scale_inputs() -> list:
     ]
 
 
-_CONDITIONING_INPUTS_HELP = (
-    "Instruction conditioning that carries the source image, e.g. the positive output of "
-    "InstructPixToPixConditioning or LMMEdit_BIMConditioning.",
-    "Null-text conditioning that carries the source image (the negative output of the same node). "
-    "The null-image branch is derived from it by removing the source image.",
-)
+def _model_and_conditioning_inputs() -> list:
+    return [
+        io.Model.Input("model", tooltip="An InstructPix2Pix-style model (8 input channels), e.g. from "
+                       "CheckpointLoaderSimple or LMMEdit_SmartEditLoader."),
+        io.Conditioning.Input("positive", tooltip="Instruction conditioning that carries the source image, e.g. "
+                              "the positive output of InstructPixToPixConditioning or LMMEdit_BIMConditioning."),
+        io.Conditioning.Input("negative", tooltip="Null-text conditioning that carries the source image (the "
+                              "negative output of the same node). The null-image branch is derived from it by "
+                              "removing the source image."),
+    ]
 
 
 class DualCFGGuiderNode(io.ComfyNode):
@@ -91,13 +95,7 @@ class DualCFGGuiderNode(io.ComfyNode):
             category="lmm_edit/sampling",
             description="InstructPix2Pix's exact two-scale guidance from two conditionings, all three "
             "branches in one batched UNet call per step. Plug into SamplerCustomAdvanced.",
-            inputs=[
-                io.Model.Input("model", tooltip="An InstructPix2Pix-style model (8 input channels), e.g. from "
-                               "CheckpointLoaderSimple or LMMEdit_SmartEditLoader."),
-                io.Conditioning.Input("positive", tooltip=_CONDITIONING_INPUTS_HELP[0]),
-                io.Conditioning.Input("negative", tooltip=_CONDITIONING_INPUTS_HELP[1]),
-                *_scale_inputs(),
-            ],
+            inputs=[*_model_and_conditioning_inputs(), *_scale_inputs()],
             outputs=[io.Guider.Output(tooltip="Guider for SamplerCustomAdvanced.")],
         )
 
@@ -116,9 +114,7 @@ class DualCFGSamplerNode(io.ComfyNode):
             description="One-node InstructPix2Pix sampling: the Dual CFG Guider plus seed, steps, sampler, "
             "scheduler and denoise.",
             inputs=[
-                io.Model.Input("model", tooltip="An InstructPix2Pix-style model (8 input channels)."),
-                io.Conditioning.Input("positive", tooltip=_CONDITIONING_INPUTS_HELP[0]),
-                io.Conditioning.Input("negative", tooltip=_CONDITIONING_INPUTS_HELP[1]),
+                *_model_and_conditioning_inputs(),
                 io.Latent.Input("latent_image", tooltip="The starting latent, e.g. the latent output of "
                                 "InstructPixToPixConditioning (zeros of the source size)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,

@@ -1,19 +1,12 @@
-"""Load-time errors of the InsightEdit loaders: each names the file, what was expected, what was found, the fix."""
+"""Load-time errors of the InsightEdit loaders (see loaders/errors.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from ..errors import ModelFileError
 
 
-class InsightEditLoadError(ValueError):
+class InsightEditLoadError(ModelFileError):
     """A file or folder the InsightEdit loaders cannot use as it is (raised at load time, never mid-sampling)."""
-
-    def __init__(self, file: str | Path, expected: str, found: str, fix: str) -> None:
-        self.file = str(file)
-        self.expected = expected
-        self.found = found
-        self.fix = fix
-        super().__init__(f"{self.file}: expected {expected}; found {found}. Fix: {fix}")
 
 
 class AdapterFileError(InsightEditLoadError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from factories.smartedit_release import write_smartedit_release
 
+from factories.smartedit_release import write_smartedit_release
 from lmm_edit.loaders.smartedit import encode_instruction, load_smartedit
 from lmm_edit.loaders.smartedit.decode import MAX_KEPT_STATES, decode_image_states
 

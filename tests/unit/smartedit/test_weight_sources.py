@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from factories.smartedit_release import write_smartedit_release
 
+from factories.smartedit_release import write_smartedit_release
 from lmm_edit.loaders.smartedit import load_smartedit
 
 LLM = "model.base_model.model."
