@@ -166,3 +166,47 @@ def test_controlnet_applied_with_core_node_composes_and_still_batches(comfyui, g
     # Core cannot batch its null branch with the others here (it holds another ControlNet copy):
     # a different batch composition changes float rounding, hence the relative tolerance.
     torch.testing.assert_close(with_control, _sample(core, graph["latent"]), rtol=1e-4, atol=1e-4)
+
+
+def _latent_of(comfyui, prompt: dict) -> torch.Tensor:
+    import pathlib
+
+    from safetensors.torch import load_file
+
+    comfyui.executor.reset()
+    result = comfyui.run(prompt)
+    assert result.success, result.error
+    (saved,) = [item for ui in result.outputs.values() for item in ui.get("latents", [])]
+    folder = pathlib.Path(comfyui.folder_paths.get_directory_by_type(saved["type"])) / saved["subfolder"]
+    return load_file(str(folder / saved["filename"]))["latent_tensor"]
+
+
+def test_one_node_sampler_equals_guider_with_sampler_custom_advanced(comfyui, ip2p_checkpoint, example_image):
+    common = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": IP2P_CHECKPOINT}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": example_image.name}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "make the sky red"}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "5": {"class_type": "InstructPixToPixConditioning",
+              "inputs": {"positive": ["3", 0], "negative": ["4", 0], "vae": ["1", 2], "pixels": ["2", 0]}},
+    }
+    seed, steps = 5, 3
+    custom = dict(common, **{
+        "6": {"class_type": "LMMEdit_DualCFGGuider", "inputs": {"model": ["1", 0], "positive": ["5", 0],
+              "negative": ["5", 1], "text_cfg": 7.5, "image_cfg": 1.5}},
+        "7": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+        "8": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler_ancestral"}},
+        "9": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal",
+                                                          "steps": steps, "denoise": 1.0}},
+        "10": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["7", 0], "guider": ["6", 0],
+               "sampler": ["8", 0], "sigmas": ["9", 0], "latent_image": ["5", 2]}},
+        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "custom"}},
+    })
+    one_node = dict(common, **{
+        "6": {"class_type": "LMMEdit_DualCFGSampler", "inputs": {
+            "model": ["1", 0], "positive": ["5", 0], "negative": ["5", 1], "latent_image": ["5", 2],
+            "seed": seed, "steps": steps, "text_cfg": 7.5, "image_cfg": 1.5, "sampler_name": "euler_ancestral",
+            "scheduler": "normal", "denoise": 1.0}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "one_node"}},
+    })
+    torch.testing.assert_close(_latent_of(comfyui, one_node), _latent_of(comfyui, custom), rtol=0, atol=0)
