@@ -21,13 +21,11 @@ Full-face, FaceID and FaceID-Plus files are recognised only to be refused with a
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
+from ..weight_files import load_torch_file, open_safetensors
 from .errors import AdapterFileError
 
 Sections = dict[str, dict[str, torch.Tensor]]
@@ -70,36 +68,16 @@ def _split_flat(flat: dict[str, torch.Tensor]) -> tuple[Sections, list[str]]:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}
-    except SafetensorError as err:
-        raise AdapterFileError(
-            path,
-            "a complete safetensors file",
-            f"an unreadable file ({err}); it is {path.stat().st_size} bytes, probably truncated",
-            "download the file again and compare its size with the one on the model page",
-        ) from err
+    with open_safetensors(path, AdapterFileError) as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}
 
 
 def _read_torch(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, zipfile.BadZipFile, EOFError) as err:
-        raise AdapterFileError(
-            path,
-            "a complete torch.save file",
-            f"a file torch cannot read ({str(err).splitlines()[0][:160]}); it is {path.stat().st_size} bytes, "
-            "probably truncated",
-            "download the file again and compare its size with the one on the model page",
-        ) from err
-    except pickle.UnpicklingError as err:
-        raise AdapterFileError(
-            path,
-            "nested dicts of tensors loadable with torch.load(weights_only=True)",
-            f"a pickle with other objects ({str(err).splitlines()[0][:160]})",
-            "re-save the adapter as {'image_proj': {...}, 'ip_adapter': {...}} or as .safetensors",
-        ) from err
+    return load_torch_file(
+        path, AdapterFileError,
+        expected_object="nested dicts of tensors loadable with torch.load(weights_only=True)",
+        pickle_fix="re-save the adapter as {'image_proj': {...}, 'ip_adapter': {...}} or as .safetensors",
+    )
 
 
 def _nested_sections(path: Path, obj: object) -> tuple[Sections, list[str]]:

@@ -10,37 +10,23 @@ storage (research/smartedit.md §2.3).
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
+from ..weight_files import load_torch_file, open_safetensors
 from .errors import SmartEditLoadError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def _bin_open(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, zipfile.BadZipFile, EOFError) as err:
-        raise SmartEditLoadError(
-            path,
-            "a complete torch.save file",
-            f"a file torch cannot read ({str(err).splitlines()[0][:160]}); it is {path.stat().st_size} bytes, "
-            "probably truncated by an interrupted download",
-            "download the file again and compare its size with the one on the model page",
-        ) from err
-    except pickle.UnpicklingError as err:
-        raise SmartEditLoadError(
-            path,
-            "a plain dict of tensors loadable with torch.load(weights_only=True)",
-            f"a pickle with other objects ({str(err).splitlines()[0][:160]})",
-            "re-save it as a dict of tensors, or convert it with `python -m lmm_edit convert-smartedit`",
-        ) from err
+    state = load_torch_file(
+        path, SmartEditLoadError, mmap=True,
+        expected_object="a plain dict of tensors loadable with torch.load(weights_only=True)",
+        pickle_fix="re-save it as a dict of tensors, or convert it with `python -m lmm_edit convert-smartedit`",
+    )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SmartEditLoadError(
             path, "a dict of tensors", f"an object of type {type(state).__name__}", "use the release file as published"
@@ -72,18 +58,10 @@ def read_tensors(
         return t.contiguous().clone()
 
     if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                for key in handle.keys():
-                    if keep is None or keep(key):
-                        out[key] = own(handle.get_tensor(key))
-        except SafetensorError as err:
-            raise SmartEditLoadError(
-                path,
-                "a complete safetensors file",
-                f"an unreadable file ({err}); it is {path.stat().st_size} bytes, probably truncated",
-                "download or convert the file again",
-            ) from err
+        with open_safetensors(path, SmartEditLoadError) as handle:
+            for key in handle.keys():
+                if keep is None or keep(key):
+                    out[key] = own(handle.get_tensor(key))
         return out
     state = _bin_open(path)
     for key, value in state.items():
@@ -97,13 +75,8 @@ def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     path = Path(path)
     _check_exists(path)
     if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-        except SafetensorError as err:
-            raise SmartEditLoadError(
-                path, "a complete safetensors file", f"an unreadable file ({err})", "download or convert it again"
-            ) from err
+        with open_safetensors(path, SmartEditLoadError) as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
     return {k: tuple(v.shape) for k, v in _bin_open(path).items()}
 
 
@@ -113,20 +86,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if path.suffix != ".safetensors":
         return {}
     _check_exists(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {})
-    except SafetensorError as err:
-        raise SmartEditLoadError(
-            path, "a complete safetensors file", f"an unreadable file ({err})", "download or convert it again"
-        ) from err
+    with open_safetensors(path, SmartEditLoadError) as handle:
+        return dict(handle.metadata() or {})
 
 
 def read_rows(path: str | Path, key: str, stop: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Rows [0, stop) of the 2-D tensor `key` of `path`, read without loading the rest of the file."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as handle:
+        with open_safetensors(path, SmartEditLoadError) as handle:
             rows = handle.get_slice(key)[:stop]
     else:
         rows = _bin_open(path)[key][:stop]
