@@ -7,9 +7,9 @@ import json
 import os
 import pathlib
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 import lmm_edit
 
