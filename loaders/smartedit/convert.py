@@ -9,6 +9,7 @@ ComfyUI's UNETLoader can also read `unet.safetensors` directly. The LoRA setting
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -31,6 +32,16 @@ def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str
     return {
         k: v.to(dtype) if v.is_floating_point() and not k.endswith(KEEP_FP32) else v for k, v in state.items()
     }
+
+
+def _save_atomically(state: dict[str, torch.Tensor], out: Path, metadata: dict[str, str]) -> None:
+    """Write next to `out`, then rename: an interrupted conversion never leaves a truncated file under the real name."""
+    partial = out.with_name(out.name + ".partial")
+    try:
+        save_file(state, str(partial), metadata=metadata)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def convert_smartedit(src: str | Path, dst: str | Path, dtype: str | None = None, step: int | None = None) -> dict[str, Path]:
@@ -56,9 +67,9 @@ def convert_smartedit(src: str | Path, dst: str | Path, dtype: str | None = None
     }
     for name, (path, keep, extra_meta) in parts.items():
         out = dst / CONVERTED_NAMES[name]
-        save_file(_cast(read_tensors(path, keep), target), str(out), metadata={**meta, "component": name, **extra_meta})
+        _save_atomically(_cast(read_tensors(path, keep), target), out, {**meta, "component": name, **extra_meta})
         written[name] = out
     out = dst / CONVERTED_NAMES["unet"]
-    save_file(_cast(load_unet_ldm(bundle), target), str(out), metadata={**meta, "component": "unet"})
+    _save_atomically(_cast(load_unet_ldm(bundle), target), out, {**meta, "component": "unet"})
     written["unet"] = out
     return written
