@@ -39,14 +39,23 @@ function showInfoText(node, lines) {
   widget.value = value;
 }
 
-// ComfyUI serves the web folder twice when both WEB_DIRECTORY (__init__.py) and
-// [tool.comfy] web (pyproject.toml) are set: once under the folder name, once under the
-// project name. The frontend imports both URLs and refuses a second extension of one name.
+// ComfyUI serves a web folder twice when both WEB_DIRECTORY (__init__.py) and [tool.comfy] web
+// (pyproject.toml) name it, and the frontend refuses a second extension of one name: register once.
+//
+// Loading a colour palette resets the link colour of every registered socket type the palette
+// does not know (ours included), so the colours are applied again after each graph is configured
+// and whenever one of our nodes is created.
 if (!app.extensions.some((extension) => extension.name === EXTENSION_NAME)) {
   app.registerExtension({
     name: EXTENSION_NAME,
     async setup() {
       applyTypeColours();
+    },
+    async afterConfigureGraph() {
+      applyTypeColours();
+    },
+    nodeCreated(node) {
+      if (node?.comfyClass?.startsWith("LMMEdit_")) applyTypeColours();
     },
     async beforeRegisterNodeDef(nodeType, nodeData) {
       if (!nodeData?.name?.startsWith("LMMEdit_")) return;
