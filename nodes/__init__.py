@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import guidance
+from . import adapters, conditioning, encode, guidance, mllm_loader, smartedit_loader
 from .folders import register_model_folders
 
-NODE_MODULES = [guidance]
+NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, mllm_loader, adapters]
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

@@ -16,6 +16,7 @@ PACK_FOLDERS: dict[str, str] = {
     "lmm_edit_smartedit": os.path.join("lmm_edit", "smartedit"),
     "lmm_edit_llava": os.path.join("lmm_edit", "llava"),
     "lmm_edit_any2pix": os.path.join("lmm_edit", "any2pix"),
+    "lmm_edit_mllm": os.path.join("lmm_edit", "mllm"),  # transformers VLM folders (LMMEdit_MLLMLoader)
     "ipadapter": "ipadapter",
 }
 

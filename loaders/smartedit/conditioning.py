@@ -55,7 +55,8 @@ class SmartEditBridge(nn.Module):
         return self.bim.modulate_head.weight.dtype
 
     @property
-    def device(self) -> torch.device:
+    def weight_device(self) -> torch.device:
+        # not `device`: ComfyUI's ModelPatcher assigns `.device` on the module it manages
         return self.bim.modulate_head.weight.device
 
 
@@ -95,7 +96,7 @@ def run_bim(bim: BIM, query: torch.Tensor, image_features: torch.Tensor, latent_
 @torch.inference_mode()
 def bridge_condition(bridge: SmartEditBridge, instruction: LMMInstruction, latent_hw: tuple[int, int]) -> BridgeOutput:
     """LMMInstruction (32 states [N, D_llm], CLIP patches [P, C]) + latent size (h, w) -> BridgeOutput (CPU)."""
-    device = bridge.device
+    device = bridge.weight_device
     states = instruction.hidden_states.to(device).unsqueeze(0)
     if states.shape[-1] != bridge.qformer.config.encoder_width:
         raise ValueError(
