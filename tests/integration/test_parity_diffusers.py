@@ -152,10 +152,12 @@ def test_graph_reproduces_diffusers_noise_predictions_and_final_latent(comfyui, 
     latent, eps = _run_comfyui(comfyui, monkeypatch, text_cfg, image_cfg)
     reference_latent, reference_eps = _run_diffusers(pipeline, text_conds, text_cfg, image_cfg, latent.shape)
     assert len(eps) == len(reference_eps) == STEPS
-    for step, (ours, ref) in enumerate(zip(eps, reference_eps)):
-        assert _relative_error(ours, ref) < TOLERANCE, f"noise prediction of step {step}"
-    scale = pipeline.vae.config.scaling_factor
-    assert _relative_error(latent * scale, reference_latent) < TOLERANCE
+    eps_errors = [_relative_error(ours, ref) for ours, ref in zip(eps, reference_eps)]
+    latent_error = _relative_error(latent * pipeline.vae.config.scaling_factor, reference_latent)
+    print(f"parity text {text_cfg} image {image_cfg}: eps max {max(eps_errors):.1e}, latent {latent_error:.1e}")
+    for step, error in enumerate(eps_errors):
+        assert error < TOLERANCE, f"noise prediction of step {step}"
+    assert latent_error < TOLERANCE
 
 
 def test_image_scale_below_one_is_applied_not_switched_off_as_in_diffusers(comfyui, pipeline, text_conds, monkeypatch):
