@@ -26,21 +26,40 @@ SELF_CHECK_SIZE = (64, 48)
 @dataclass(frozen=True)
 class ModelFile:
     folder: str  # folder_paths category, e.g. "checkpoints"
-    name: str
+    name: str  # file (relative to the category) or, for model folders, the folder name
     url: str
+    is_folder: bool = False
 
 
 @dataclass(frozen=True)
 class EditJob:
     workflow: str
     needs: tuple[ModelFile, ...]
+    instruction: tuple[str, str, str | None]  # (node type, input name, node title or None)
 
 
+IP2P_CHECKPOINT = ModelFile(
+    "checkpoints", "instruct-pix2pix-00-22000.safetensors",
+    "https://huggingface.co/timbrooks/instruct-pix2pix/blob/main/instruct-pix2pix-00-22000.safetensors",
+)
 JOBS = {
     "instructpix2pix": EditJob(
         workflow="instructpix2pix.json",
-        needs=(ModelFile("checkpoints", "instruct-pix2pix-00-22000.safetensors",
-                         "https://huggingface.co/timbrooks/instruct-pix2pix/blob/main/instruct-pix2pix-00-22000.safetensors"),),
+        needs=(IP2P_CHECKPOINT,),
+        instruction=("CLIPTextEncode", "text", "Instruction"),
+    ),
+    "smartedit": EditJob(
+        workflow="smartedit.json",
+        needs=(
+            ModelFile("lmm_edit_smartedit", "SmartEdit-7B", "https://huggingface.co/TencentARC/SmartEdit-7B "
+                      "(the whole release folder; see README, SmartEdit files)", is_folder=True),
+            ModelFile("lmm_edit_llava", "LLaVA-7B-v1", "LLaVA-1.1 7B merged from liuhaotian/LLaVA-Lightning-7B-delta-v1-1 "
+                      "onto LLaMA-1 7B, plus LLaMA's tokenizer.model (see README, Preparing LLaVA-1.1)", is_folder=True),
+            ModelFile("clip_vision", "clip-vit-large-patch14/model.safetensors",
+                      "https://huggingface.co/openai/clip-vit-large-patch14 (model.safetensors and config.json)"),
+            IP2P_CHECKPOINT,
+        ),
+        instruction=("LMMEdit_LMMEncode", "instruction", None),
     ),
 }
 
@@ -69,22 +88,49 @@ def set_inputs(prompt: dict, class_type: str, title: str | None = None, **values
     return count
 
 
+def _is_present(session: ComfySession, model_file: ModelFile) -> bool:
+    if model_file.is_folder:
+        return any((pathlib.Path(root) / model_file.name).is_dir()
+                   for root in session.folder_paths.get_folder_paths(model_file.folder))
+    return model_file.name in session.folder_paths.get_filename_list(model_file.folder)
+
+
 def _missing_files(session: ComfySession, job: EditJob) -> list[ModelFile]:
-    return [f for f in job.needs if f.name not in session.folder_paths.get_filename_list(f.folder)]
+    return [f for f in job.needs if not _is_present(session, f)]
 
 
-def _write_self_check_models(job: EditJob, models_dir: pathlib.Path) -> None:
-    """Tiny random weights under the real file names, written with ComfyUI's own key maps."""
+def _write_self_check_models(job: EditJob, scratch: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Tiny random weights under the real names; returns category -> folder to register.
+
+    The IP2P checkpoint is written with ComfyUI's own key maps; the SmartEdit files in the
+    release layout, at the widths ComfyUI detects as an SD1.5 InstructPix2Pix UNet.
+    """
     sys.path.insert(0, str(PACK_DIR / "tests"))
     import comfy.diffusers_convert
     import comfy.utils
 
     from factories.ip2p_models import TINY_UNET_LDM_CONFIG, build_tiny_ip2p, write_ldm_checkpoint
 
-    for model_file in job.needs:
-        write_ldm_checkpoint(build_tiny_ip2p(seed=0), models_dir / model_file.folder / model_file.name,
+    folders = {}
+    names = {f.folder: f.name for f in job.needs}
+    if "checkpoints" in names:
+        folders["checkpoints"] = scratch / "checkpoints"
+        write_ldm_checkpoint(build_tiny_ip2p(seed=0), folders["checkpoints"] / names["checkpoints"],
                              comfy.utils.unet_to_diffusers(dict(TINY_UNET_LDM_CONFIG)),
                              comfy.diffusers_convert.convert_vae_state_dict)
+    if "lmm_edit_smartedit" in names:
+        from factories.smartedit_release import TinySizes, write_smartedit_release
+
+        sizes = TinySizes(qformer_hidden=768, qformer_layers=2, qformer_heads=12, unet_channels=(320, 320))
+        written = write_smartedit_release(scratch / "release", seed=0, sizes=sizes, safetensors_copies=False)
+        places = {"lmm_edit_smartedit": written.bundle, "lmm_edit_llava": written.llava,
+                  "clip_vision": written.clip}
+        for category, source in places.items():
+            target = scratch / category / pathlib.Path(names[category]).parts[0]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(source), str(target))
+            folders[category] = target.parent
+    return folders
 
 
 def _test_image(path: pathlib.Path, size: tuple[int, int]) -> pathlib.Path:
@@ -102,7 +148,8 @@ def _explain_missing(missing: list[ModelFile], session: ComfySession) -> str:
     lines = ["Real model weights not found, so this run is a SELF-CHECK on tiny random weights."]
     for f in missing:
         folders = session.folder_paths.get_folder_paths(f.folder)
-        lines.append(f"  - download {f.name}\n      from {f.url}\n      into {folders[0] if folders else f.folder}")
+        kind = "folder" if f.is_folder else "file"
+        lines.append(f"  - {kind} {f.name}\n      get it: {f.url}\n      put it in: {folders[0] if folders else f.folder}")
     lines.append("Then run the same command again for a real edit.")
     return "\n".join(lines)
 
@@ -135,14 +182,13 @@ def main(argv: list[str]) -> int:
         else:
             _test_image(scratch / "input" / image_name, SELF_CHECK_SIZE if self_check else (512, 384))
         if self_check:
-            _write_self_check_models(job, scratch)
-            for model_file in job.needs:
-                session.folder_paths.add_model_folder_path(model_file.folder, str(scratch / model_file.folder),
-                                                           is_default=True)
+            for category, folder in _write_self_check_models(job, scratch).items():
+                session.folder_paths.add_model_folder_path(category, str(folder), is_default=True)
 
         prompt = session.ui_to_api(json.loads((WORKFLOWS_DIR / job.workflow).read_text()))
         set_inputs(prompt, "LoadImage", image=image_name)
-        set_inputs(prompt, "CLIPTextEncode", title="Instruction", text=args.instruction)
+        node_type, input_name, title = job.instruction
+        set_inputs(prompt, node_type, title=title, **{input_name: args.instruction})
         set_inputs(prompt, "RandomNoise", noise_seed=args.seed)
         if self_check:
             set_inputs(prompt, "SaveImage", filename_prefix="lmm_edit/self_check")
@@ -154,7 +200,7 @@ def main(argv: list[str]) -> int:
             print(f"error: the workflow failed: {json.dumps(result.error, indent=1, default=str)}", file=sys.stderr)
             return 1
         saved = [pathlib.Path(session.folder_paths.get_directory_by_type(i["type"])) / i["subfolder"] / i["filename"]
-                 for ui in result.outputs.values() for i in ui.get("images", [])]
+                 for ui in result.outputs.values() for i in ui.get("images", []) if i["type"] == "output"]
         for path in saved:
             print(f"saved {path}")
         if self_check:
