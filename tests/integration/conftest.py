@@ -110,3 +110,18 @@ def tiny_controlnet(comfyui, ip2p_checkpoint) -> str:
         randomise_(control, torch.Generator().manual_seed(1))
         save_file({f"control_model.{k}": v.contiguous() for k, v in control.state_dict().items()}, str(path))
     return CONTROLNET_FILE
+
+
+def build_ip2p_graph(instruction: str, image_name: str) -> dict:
+    """Checkpoint, text conditionings and InstructPixToPixConditioning outputs, built by the real core nodes."""
+    from comfy_extras.nodes_ip2p import InstructPixToPixConditioning
+
+    import nodes
+
+    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(IP2P_CHECKPOINT)[:3]
+    image = nodes.LoadImage().load_image(image_name)[0]
+    text = nodes.CLIPTextEncode().encode(clip, instruction)[0]
+    null_text = nodes.CLIPTextEncode().encode(clip, "")[0]
+    positive, negative, latent = InstructPixToPixConditioning.execute(text, null_text, image, vae).result
+    return dict(model=model, clip=clip, vae=vae, image=image, text=text, null_text=null_text,
+                positive=positive, negative=negative, latent=latent)

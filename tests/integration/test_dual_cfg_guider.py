@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import IP2P_CHECKPOINT
+from .conftest import IP2P_CHECKPOINT, build_ip2p_graph
 
 STEPS = 3
 
@@ -29,18 +29,7 @@ class UNetCallRecorder:
 
 @pytest.fixture(scope="module")
 def graph(comfyui, ip2p_checkpoint, example_image):
-    """Checkpoint, text conditionings and the InstructPixToPixConditioning outputs, built by the real nodes."""
-    from comfy_extras.nodes_ip2p import InstructPixToPixConditioning
-
-    import nodes
-
-    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(IP2P_CHECKPOINT)[:3]
-    image = nodes.LoadImage().load_image(example_image.name)[0]
-    text = nodes.CLIPTextEncode().encode(clip, "make the sky red")[0]
-    null_text = nodes.CLIPTextEncode().encode(clip, "")[0]
-    positive, negative, latent = InstructPixToPixConditioning.execute(text, null_text, image, vae).result
-    return dict(model=model, clip=clip, vae=vae, image=image, null_text=null_text,
-                positive=positive, negative=negative, latent=latent)
+    return build_ip2p_graph("make the sky red", example_image.name)
 
 
 def _sample(guider, latent, seed=7, steps=STEPS, sampler_name="euler"):

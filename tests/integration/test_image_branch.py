@@ -15,7 +15,7 @@ import copy
 import pytest
 import torch
 
-from .conftest import IP2P_CHECKPOINT
+from .conftest import build_ip2p_graph
 from .image_branch_support import (
     ADAPTER_FILE,
     CLIP_IMAGE_EMBEDS,
@@ -39,16 +39,10 @@ OFF_TOLERANCE = 1e-5  # an image branch contributing 0: only the text attention 
 def graph(comfyui, ip2p_checkpoint, example_image):
     from comfy_extras.nodes_ip2p import InstructPixToPixConditioning
 
-    import nodes
-
-    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(IP2P_CHECKPOINT)[:3]
-    image = nodes.LoadImage().load_image(example_image.name)[0]
-    text = nodes.CLIPTextEncode().encode(clip, "make it look like the reference")[0]
-    null_text = nodes.CLIPTextEncode().encode(clip, "")[0]
-    positive, negative, latent = InstructPixToPixConditioning.execute(text, null_text, image, vae).result
-    pair = InstructPixToPixConditioning.execute(text, null_text, torch.cat([image, image.flip(2)]), vae).result
-    return dict(model=model, vae=vae, image=image, text=text, null_text=null_text, positive=positive,
-                negative=negative, latent=latent, batch2=pair)
+    graph = build_ip2p_graph("make it look like the reference", example_image.name)
+    pair = torch.cat([graph["image"], graph["image"].flip(2)])
+    graph["batch2"] = InstructPixToPixConditioning.execute(graph["text"], graph["null_text"], pair, graph["vae"]).result
+    return graph
 
 
 @pytest.fixture(scope="module")
