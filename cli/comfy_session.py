@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib
+import importlib.util
 import os
 import pathlib
 import sys
@@ -39,6 +40,22 @@ def find_comfyui(explicit: str | None = None) -> pathlib.Path:
         + ". Set COMFYUI_PATH to your ComfyUI folder (the one with main.py and nodes.py), "
         "or install ComfyUI first: pip install comfy-cli && comfy --workspace ~/ComfyUI install"
     )
+
+
+# Modules ComfyUI imports at start-up (research/comfyui.md §1), by import name.
+COMFYUI_IMPORTS = ("torchvision", "torchsde", "einops", "transformers", "safetensors", "aiohttp", "av", "psutil",
+                   "PIL", "yaml", "scipy", "sqlalchemy", "alembic")
+
+
+def missing_comfyui_requirements() -> list[str]:
+    """ComfyUI's start-up imports that this Python lacks (checked without importing them)."""
+    return [name for name in COMFYUI_IMPORTS if importlib.util.find_spec(name) is None]
+
+
+def requirements_hint(comfyui_path: str | os.PathLike, missing: list[str]) -> str:
+    return (f"ComfyUI's requirements are not installed in this Python ({sys.executable}; missing: "
+            f"{', '.join(missing)}): run with ComfyUI's own Python (PYTHON=/path/to/python bash scripts/test.sh) "
+            f"or pip install -r {pathlib.Path(comfyui_path) / 'requirements.txt'}")
 
 
 class _QuietServer:

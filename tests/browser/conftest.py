@@ -105,6 +105,11 @@ def comfy_server(tmp_path_factory) -> Iterator[ComfyServer]:
     comfyui_path = os.environ.get("COMFYUI_PATH")
     if not comfyui_path:
         pytest.skip("COMFYUI_PATH is unset: browser tests need a ComfyUI checkout (see README, Tests)")
+    from lmm_edit.cli.comfy_session import missing_comfyui_requirements, requirements_hint
+
+    missing = missing_comfyui_requirements()
+    if missing:
+        pytest.fail(requirements_hint(comfyui_path, missing), pytrace=False)
     base = tmp_path_factory.mktemp("comfyui_base")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO_ROOT, target_is_directory=True)

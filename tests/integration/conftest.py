@@ -26,8 +26,11 @@ def comfyui(tmp_path_factory):
     path = _comfyui_path()
     if path is None:
         pytest.skip("COMFYUI_PATH is unset: integration tests need a ComfyUI checkout (see README, Tests)")
-    from lmm_edit.cli.comfy_session import ComfySession
+    from lmm_edit.cli.comfy_session import ComfySession, missing_comfyui_requirements, requirements_hint
 
+    missing = missing_comfyui_requirements()
+    if missing:
+        pytest.fail(requirements_hint(path, missing), pytrace=False)
     work = tmp_path_factory.mktemp("comfyui")
     models = work / "models"
     (models / "checkpoints").mkdir(parents=True)
