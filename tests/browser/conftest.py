@@ -136,8 +136,10 @@ def comfy_server(tmp_path_factory) -> Iterator[ComfyServer]:
         _stop_process_group(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(comfy_server):
+    """Module-scoped: Playwright's sync API runs an event loop in this thread until it stops, and the
+    integration tests that follow in the same run need asyncio.run()."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package for browser tests")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")

@@ -7,29 +7,18 @@ tiny random weights and save the picture (the self-check).
 from __future__ import annotations
 
 import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-# The pack imported as `lmm_edit` from this checkout (what `pip install -e .` gives), in a clean process.
-RUN = (
-    "import importlib.util, sys; root = sys.argv[1]; "
-    "spec = importlib.util.spec_from_file_location('lmm_edit', root + '/__init__.py', "
-    "submodule_search_locations=[root]); m = importlib.util.module_from_spec(spec); "
-    "sys.modules['lmm_edit'] = m; spec.loader.exec_module(m); "
-    "from lmm_edit.__main__ import main; sys.exit(main(sys.argv[2:]))"
-)
+from factories.pack_process import run_with_pack
 
 
 def _edit(comfyui, tmp_path, *args):
     env = dict(os.environ, COMFYUI_PATH=str(comfyui.comfyui_path))
-    return subprocess.run([sys.executable, "-c", RUN, str(ROOT), "edit", "--output", str(tmp_path), *args],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    return run_with_pack("from lmm_edit.__main__ import main; sys.exit(main(sys.argv[1:]))",
+                         "edit", "--output", str(tmp_path), *args, cwd=tmp_path, env=env)
 
 
 @pytest.mark.parametrize("workflow, names", [

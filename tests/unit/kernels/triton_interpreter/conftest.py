@@ -8,6 +8,7 @@ triton; this process's environment is never changed, so nothing leaks into other
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import multiprocessing
 import pathlib
@@ -20,6 +21,13 @@ import lmm_edit.kernels
 from lmm_edit.kernels.branches import AttentionBranch, op_arguments
 
 KERNEL_FILE = pathlib.Path(lmm_edit.kernels.__file__).parent / "triton_forward.py"
+# triton 3.5.1's interpreter (the one torch 2.9 pulls in) fails inside tl.dot with numpy 2.x
+# ("only 0-dimensional arrays can be converted to Python scalars"); 3.9.0 was verified.
+MIN_INTERPRETER_TRITON = (3, 9)
+
+
+def _triton_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in importlib.metadata.version("triton").split(".")[:2])
 
 
 class InterpretedKernel:
@@ -41,6 +49,9 @@ class InterpretedKernel:
 def interpreted_triton():
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed; pip install triton to run the interpreter-mode kernel tests")
+    if _triton_version() < MIN_INTERPRETER_TRITON:
+        pytest.skip(f"triton {importlib.metadata.version('triton')} is older than the verified interpreter "
+                    f"(>= {'.'.join(map(str, MIN_INTERPRETER_TRITON))}): pip install -U triton")
     executor = ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),
