@@ -25,18 +25,24 @@ class ComfyUINotFound(RuntimeError):
     pass
 
 
+def _is_comfyui(path: str) -> bool:
+    return (pathlib.Path(path) / "nodes.py").is_file() and (pathlib.Path(path) / "comfy").is_dir()
+
+
 def find_comfyui(explicit: str | None = None) -> pathlib.Path:
-    """ComfyUI checkout from an argument, $COMFYUI_PATH, or the custom_nodes folder we sit in."""
-    candidates = [explicit, os.environ.get("COMFYUI_PATH")]
-    if PACK_DIR.parent.name == "custom_nodes":
-        candidates.append(str(PACK_DIR.parent.parent))
+    """ComfyUI checkout from the argument if given, else $COMFYUI_PATH, else the custom_nodes folder we sit in."""
+    if explicit:
+        candidates = [explicit]
+    else:
+        candidates = [c for c in (os.environ.get("COMFYUI_PATH"),) if c]
+        if PACK_DIR.parent.name == "custom_nodes":
+            candidates.append(str(PACK_DIR.parent.parent))
     for candidate in candidates:
-        if candidate and (pathlib.Path(candidate) / "nodes.py").is_file() and (pathlib.Path(candidate) / "comfy").is_dir():
+        if _is_comfyui(candidate):
             return pathlib.Path(candidate).resolve()
-    named = [c for c in candidates if c]
     raise ComfyUINotFound(
         "ComfyUI not found"
-        + (f" at {named}" if named else "")
+        + (f" at {candidates}" if candidates else "")
         + ". Set COMFYUI_PATH to your ComfyUI folder (the one with main.py and nodes.py), "
         "or install ComfyUI first: pip install comfy-cli && comfy --workspace ~/ComfyUI install"
     )

@@ -2,7 +2,10 @@
 
 ``multi_branch_cross_attention`` is one ``torch.library.custom_op`` with a fake implementation, so
 ``torch.compile`` sees a single node (precedents: ComfyUI's ``comfy::flash_attn``, comfy-kitchen's
-``comfy_kitchen::na3d``). The backend is chosen inside the op, at run time, from declared constraints.
+``comfy_kitchen::na3d``). The backend is chosen from declared constraints by the caller and handed
+to the op by name: the op is registered once per process, and a second copy of the pack in the same
+process (the tests import it as ``lmm_edit`` and ComfyUI under its own name) reuses that registration
+while its own ``use_backend`` override still decides.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ def list_backends() -> dict[str, dict[str, object]]:
     return REGISTRY.list_backends()
 
 
-@torch.library.custom_op("lmm_edit::multi_branch_cross_attention", mutates_args=())
+OP_NAMESPACE, OP_NAME = "lmm_edit", "multi_branch_cross_attention"
+
+
 def _multi_branch_op(
     q: torch.Tensor,
     keys: list[torch.Tensor],
@@ -49,17 +54,20 @@ def _multi_branch_op(
     scales: list[float],
     scale_tensors: list[torch.Tensor | None],
     masks: list[torch.Tensor | None],
+    backend: str,
 ) -> torch.Tensor:
-    tensors = [q] + [t for pair in zip(keys, values) for t in pair]
-    backend = select_backend(MULTI_BRANCH_CROSS_ATTENTION, *tensors)
-    implementation = REGISTRY.implementation(backend, MULTI_BRANCH_CROSS_ATTENTION)
-    return implementation(q, keys, values, scales, scale_tensors, masks)
+    return REGISTRY.implementation(backend, MULTI_BRANCH_CROSS_ATTENTION)(q, keys, values, scales, scale_tensors, masks)
 
 
-@_multi_branch_op.register_fake
-def _multi_branch_op_fake(q, keys, values, scales, scale_tensors, masks):
+def _multi_branch_op_fake(q, keys, values, scales, scale_tensors, masks, backend):
     batch, heads, q_len, head_dim = q.shape
     return q.new_empty(batch, q_len, heads * head_dim)
+
+
+if not hasattr(getattr(torch.ops, OP_NAMESPACE), OP_NAME):  # once per process (see the module docstring)
+    torch.library.custom_op(f"{OP_NAMESPACE}::{OP_NAME}", _multi_branch_op, mutates_args=()).register_fake(
+        _multi_branch_op_fake
+    )
 
 
 def multi_branch_cross_attention(q: torch.Tensor, branches: list[AttentionBranch]) -> torch.Tensor:
@@ -69,8 +77,10 @@ def multi_branch_cross_attention(q: torch.Tensor, branches: list[AttentionBranch
     Returns ``[B, Lq, H*D]`` in q's dtype, ready for ``to_out``.
     """
     args = op_arguments(q, branches)
+    tensors = [q] + [t for pair in zip(args.keys, args.values) for t in pair]
+    backend = select_backend(MULTI_BRANCH_CROSS_ATTENTION, *tensors)
     return torch.ops.lmm_edit.multi_branch_cross_attention(
-        q, args.keys, args.values, args.scales, args.scale_tensors, args.masks
+        q, args.keys, args.values, args.scales, args.scale_tensors, args.masks, backend
     )
 
 

@@ -41,7 +41,7 @@ def test_the_fake_implementation_agrees_with_the_real_op():
     masks = [None, image.mask[..., 0]]
     torch.library.opcheck(
         OP,
-        (q, [text.k, image.k], [text.v, image.v], [1.0, 1.0], [None, image.scale], masks),
+        (q, [text.k, image.k], [text.v, image.v], [1.0, 1.0], [None, image.scale], masks, "eager"),
         test_utils=("test_schema", "test_faketensor"),
     )
 
