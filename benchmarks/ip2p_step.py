@@ -27,8 +27,6 @@ SD15_UNET = dict(  # runwayml/stable-diffusion-v1-5 unet/config.json, 8 input ch
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
 )
-SD15_LDM = dict(num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-                transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1)
 TEXT_CFG, IMAGE_CFG = 7.5, 1.5
 
 
@@ -67,11 +65,12 @@ def _diffusers_pipeline(unet, dtype, device):
 
 
 def _comfyui_model(unet, dtype):
+    """The same weights through ComfyUI's own loading path (LDM keys, detected as SD15_instructpix2pix)."""
     import comfy.sd
-    import comfy.utils
 
-    key_map = comfy.utils.unet_to_diffusers(dict(SD15_LDM))
-    state_dict = {key_map[k]: v.to(dtype) for k, v in unet.state_dict().items()}
+    from lmm_edit.loaders.ip2p.unet_keys import LDM_PREFIX, diffusers_unet_to_ldm
+
+    state_dict = {k[len(LDM_PREFIX):]: v.to(dtype) for k, v in diffusers_unet_to_ldm(unet.state_dict(), prefix="").items()}
     return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
 
 
@@ -93,7 +92,7 @@ def main() -> None:
     import comfy.samplers
     from diffusers import UNet2DConditionModel
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+    guider_cls = _guider_class(path)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).eval()
     model = _comfyui_model(unet, dtype)
@@ -106,7 +105,6 @@ def main() -> None:
     image_latent = torch.randn(1, 4, latent_size, latent_size, generator=g)
     noise = torch.randn(1, 4, latent_size, latent_size, generator=g)
 
-    guider_cls = _guider_class(path)
     positive = [[text, {"concat_latent_image": image_latent}]]
     negative = [[null, {"concat_latent_image": image_latent}]]
 

@@ -230,7 +230,10 @@ def _child(args) -> None:
     if args.path == "reference":
         result = run_reference(args.layers, args.device)
     else:
-        result = run_ours(args.layers, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype], args.device)
+        _import_pack()
+        from lmm_edit.loaders.dtypes import NAMED_DTYPES
+
+        result = run_ours(args.layers, NAMED_DTYPES[args.dtype], args.device)
     print("RESULT " + json.dumps(result))
 
 

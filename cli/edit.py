@@ -16,9 +16,11 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+from ..loaders import model_folders
 from .comfy_session import PACK_DIR, ComfySession, ComfyUINotFound, find_comfyui
 
 WORKFLOWS_DIR = PACK_DIR / "example_workflows"
+TESTS_DIR = PACK_DIR / "tests"
 SELF_CHECK_STEPS = 4
 SELF_CHECK_SIZE = (64, 48)
 
@@ -39,7 +41,7 @@ class EditJob:
 
 
 IP2P_CHECKPOINT = ModelFile(
-    "checkpoints", "instruct-pix2pix-00-22000.safetensors",
+    model_folders.CHECKPOINTS, "instruct-pix2pix-00-22000.safetensors",
     "https://huggingface.co/timbrooks/instruct-pix2pix/blob/main/instruct-pix2pix-00-22000.safetensors",
 )
 JOBS = {
@@ -51,11 +53,11 @@ JOBS = {
     "smartedit": EditJob(
         workflow="smartedit.json",
         needs=(
-            ModelFile("lmm_edit_smartedit", "SmartEdit-7B", "https://huggingface.co/TencentARC/SmartEdit-7B "
+            ModelFile(model_folders.SMARTEDIT, "SmartEdit-7B", "https://huggingface.co/TencentARC/SmartEdit-7B "
                       "(the whole release folder; see README, SmartEdit files)", is_folder=True),
-            ModelFile("lmm_edit_llava", "LLaVA-7B-v1", "LLaVA-1.1 7B merged from liuhaotian/LLaVA-Lightning-7B-delta-v1-1 "
+            ModelFile(model_folders.LLAVA, "LLaVA-7B-v1", "LLaVA-1.1 7B merged from liuhaotian/LLaVA-Lightning-7B-delta-v1-1 "
                       "onto LLaMA-1 7B, plus LLaMA's tokenizer.model (see README, Preparing LLaVA-1.1)", is_folder=True),
-            ModelFile("clip_vision", "clip-vit-large-patch14/model.safetensors",
+            ModelFile(model_folders.CLIP_VISION, "clip-vit-large-patch14/model.safetensors",
                       "https://huggingface.co/openai/clip-vit-large-patch14 (model.safetensors and config.json)"),
             IP2P_CHECKPOINT,
         ),
@@ -105,7 +107,6 @@ def _write_self_check_models(job: EditJob, scratch: pathlib.Path) -> dict[str, p
     The IP2P checkpoint is written with ComfyUI's own key maps; the SmartEdit files in the
     release layout, at the widths ComfyUI detects as an SD1.5 InstructPix2Pix UNet.
     """
-    sys.path.insert(0, str(PACK_DIR / "tests"))
     import comfy.diffusers_convert
     import comfy.utils
 
@@ -113,35 +114,24 @@ def _write_self_check_models(job: EditJob, scratch: pathlib.Path) -> dict[str, p
 
     folders = {}
     names = {f.folder: f.name for f in job.needs}
-    if "checkpoints" in names:
-        folders["checkpoints"] = scratch / "checkpoints"
-        write_ldm_checkpoint(build_tiny_ip2p(seed=0), folders["checkpoints"] / names["checkpoints"],
+    if model_folders.CHECKPOINTS in names:
+        folders[model_folders.CHECKPOINTS] = scratch / model_folders.CHECKPOINTS
+        write_ldm_checkpoint(build_tiny_ip2p(seed=0), folders[model_folders.CHECKPOINTS] / names[model_folders.CHECKPOINTS],
                              comfy.utils.unet_to_diffusers(dict(TINY_UNET_LDM_CONFIG)),
                              comfy.diffusers_convert.convert_vae_state_dict)
-    if "lmm_edit_smartedit" in names:
+    if model_folders.SMARTEDIT in names:
         from factories.smartedit_release import TinySizes, write_smartedit_release
 
         sizes = TinySizes(qformer_hidden=768, qformer_layers=2, qformer_heads=12, unet_channels=(320, 320))
         written = write_smartedit_release(scratch / "release", seed=0, sizes=sizes, safetensors_copies=False)
-        places = {"lmm_edit_smartedit": written.bundle, "lmm_edit_llava": written.llava,
-                  "clip_vision": written.clip}
+        places = {model_folders.SMARTEDIT: written.bundle, model_folders.LLAVA: written.llava,
+                  model_folders.CLIP_VISION: written.clip}
         for category, source in places.items():
             target = scratch / category / pathlib.Path(names[category]).parts[0]
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(source), str(target))
             folders[category] = target.parent
     return folders
-
-
-def _test_image(path: pathlib.Path, size: tuple[int, int]) -> pathlib.Path:
-    import numpy as np
-    from PIL import Image
-
-    width, height = size
-    y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([127 + 100 * np.sin(x / 7.0), 127 + 100 * np.cos(y / 5.0), 127 + 60 * np.sin((x + y) / 9.0)], -1)
-    Image.fromarray(rgb.astype("uint8")).save(path)
-    return path
 
 
 def _explain_missing(missing: list[ModelFile], session: ComfySession) -> str:
@@ -156,6 +146,8 @@ def _explain_missing(missing: list[ModelFile], session: ComfySession) -> str:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if str(TESTS_DIR) not in sys.path:  # the tiny-model and test-image factories live with the tests
+        sys.path.insert(0, str(TESTS_DIR))
     job = JOBS[args.workflow]
     try:
         comfyui = find_comfyui(args.comfyui)
@@ -180,7 +172,9 @@ def main(argv: list[str]) -> int:
         if args.image is not None:
             shutil.copyfile(args.image, scratch / "input" / image_name)
         else:
-            _test_image(scratch / "input" / image_name, SELF_CHECK_SIZE if self_check else (512, 384))
+            from factories.images import write_test_image
+
+            write_test_image(scratch / "input" / image_name, *(SELF_CHECK_SIZE if self_check else (512, 384)))
         if self_check:
             for category, folder in _write_self_check_models(job, scratch).items():
                 session.folder_paths.add_model_folder_path(category, str(folder), is_default=True)

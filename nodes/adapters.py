@@ -14,13 +14,12 @@ import torch
 from comfy_api.latest import io
 
 from ..kernels import MULTI_BRANCH_CROSS_ATTENTION, list_backends
+from ..loaders import model_folders
 from ..loaders.insightedit import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
 from ..loaders.insightedit.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
 from ..loaders.insightedit.image_tokens import conditional_tokens, unconditional_tokens
 from .image_branch_install import attach_image_tokens, install_image_branch, probe_attention, unet_layers, wrap_adapter
 from .socket_types import ADAPTER, INSTRUCTION
-
-ADAPTER_FOLDER = "ipadapter"  # models/ipadapter, shared with ComfyUI_IPAdapter_plus (nodes/folders.py)
 
 
 class AdapterLoaderNode(io.ComfyNode):
@@ -35,7 +34,7 @@ class AdapterLoaderNode(io.ComfyNode):
             "or an InsightEdit IAA (tokens from the multimodal LLM's [MM] states).",
             inputs=[
                 io.Combo.Input(
-                    "adapter_name", options=folder_paths.get_filename_list(ADAPTER_FOLDER),
+                    "adapter_name", options=folder_paths.get_filename_list(model_folders.IPADAPTER),
                     tooltip="Adapter file in models/ipadapter (.safetensors or .bin), e.g. ip-adapter_sd15.safetensors, "
                     "ip-adapter-plus_sd15.safetensors, or an InsightEdit IAA in the layout the README describes.",
                 ),
@@ -45,7 +44,7 @@ class AdapterLoaderNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, adapter_name) -> io.NodeOutput:
-        path = folder_paths.get_full_path_or_raise(ADAPTER_FOLDER, adapter_name)
+        path = folder_paths.get_full_path_or_raise(model_folders.IPADAPTER, adapter_name)
         return io.NodeOutput(wrap_adapter(load_image_adapter(path)))
 
 

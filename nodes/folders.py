@@ -11,14 +11,7 @@ import os
 
 import folder_paths
 
-# category name -> sub-folder of models/ (DESIGN.md §4)
-PACK_FOLDERS: dict[str, str] = {
-    "lmm_edit_smartedit": os.path.join("lmm_edit", "smartedit"),
-    "lmm_edit_llava": os.path.join("lmm_edit", "llava"),
-    "lmm_edit_any2pix": os.path.join("lmm_edit", "any2pix"),
-    "lmm_edit_mllm": os.path.join("lmm_edit", "mllm"),  # transformers VLM folders (LMMEdit_MLLMLoader)
-    "ipadapter": "ipadapter",
-}
+from ..loaders.model_folders import PACK_FOLDERS
 
 
 def register_model_folders() -> None:

@@ -14,6 +14,7 @@ import comfy.model_patcher
 import torch
 from comfy_api.latest import io
 
+from ..loaders import model_folders
 from ..loaders.insightedit import (
     DEFAULT_NUM_MM_TOKENS,
     FAMILIES_BY_MODEL_TYPE,
@@ -26,7 +27,6 @@ from .folders import list_model_subfolders, resolve_model_subfolder
 from .module_patchers import DTYPE_CHOICES, lmm_load_device, load_for_use, resolve_dtype, wrap_module
 from .socket_types import LMM
 
-MLLM_FOLDER = "lmm_edit_mllm"  # models/lmm_edit/mllm/<name>/ (nodes/folders.py)
 MAX_MM_TOKENS = 256
 MAX_NEW_TOKENS = 512  # the answer's length limit, as SmartEdit's reference decode (loaders/smartedit/decode.py)
 
@@ -117,7 +117,7 @@ class MLLMLoaderNode(io.ComfyNode):
             f"LMMEdit_LMMEncode. Families: {_FAMILY_NAMES} (read from config.json).",
             inputs=[
                 io.Combo.Input(
-                    "model_folder", options=list_model_subfolders(MLLM_FOLDER),
+                    "model_folder", options=list_model_subfolders(model_folders.MLLM),
                     tooltip="A folder in models/lmm_edit/mllm/ as save_pretrained writes it (config.json, "
                     "*.safetensors, tokenizer and preprocessor files), e.g. a download of llava-hf/llava-1.5-7b-hf "
                     "or Qwen/Qwen2-VL-7B-Instruct, or an InsightEdit fine-tune holding the [MM] tokens.",
@@ -137,7 +137,7 @@ class MLLMLoaderNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_folder, num_mm_tokens, dtype) -> io.NodeOutput:
-        folder = resolve_model_subfolder(MLLM_FOLDER, model_folder)
+        folder = resolve_model_subfolder(model_folders.MLLM, model_folder)
         device = lmm_load_device()
         bundle = load_mllm(folder, num_mm_tokens, dtype=resolve_dtype(dtype, device), device="cpu")
         return io.NodeOutput(wrap_module(MLLMModule(bundle), device))

@@ -13,8 +13,9 @@ import comfy.model_management
 import comfy.model_patcher
 import torch
 
+from ..loaders.dtypes import NAMED_DTYPES
+
 DTYPE_CHOICES = ("auto", "fp16", "bf16", "fp32")
-_NAMED_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def lmm_load_device() -> torch.device:
@@ -24,8 +25,8 @@ def lmm_load_device() -> torch.device:
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     """auto: fp16, else bf16, where ComfyUI says the device runs them well; fp32 on CPU (the reference's dtype)."""
-    if choice in _NAMED_DTYPES:
-        return _NAMED_DTYPES[choice]
+    if choice in NAMED_DTYPES:
+        return NAMED_DTYPES[choice]
     if choice != "auto":
         raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {choice!r}")
     if comfy.model_management.is_device_cpu(device):
@@ -39,7 +40,7 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
 
 def explicit_dtype(choice: str) -> torch.dtype | None:
     """The dtype a user picked, or None for auto (let ComfyUI pick, e.g. for the UNet)."""
-    return _NAMED_DTYPES.get(choice)
+    return NAMED_DTYPES.get(choice)
 
 
 def wrap_module(module: torch.nn.Module, load_device: torch.device) -> comfy.model_patcher.ModelPatcher:

@@ -16,16 +16,14 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..loaders import model_folders
+from ..loaders.ip2p.unet_keys import LDM_PREFIX
 from ..loaders.smartedit import SmartEditBundle, SmartEditLoadError, find_bundle, load_bridge, load_lmm, load_unet_ldm
-from ..loaders.smartedit.unet_keys import LDM_PREFIX
 from .bim_residual import install_bim_residual
 from .folders import list_model_subfolders, resolve_model_subfolder
 from .module_patchers import DTYPE_CHOICES, explicit_dtype, lmm_load_device, resolve_dtype, wrap_module
 from .socket_types import BRIDGE, LMM
 
-SMARTEDIT_FOLDER = "lmm_edit_smartedit"  # models/lmm_edit/smartedit/<bundle>/
-LLAVA_FOLDER = "lmm_edit_llava"  # models/lmm_edit/llava/<LLaVA-1.1 folder>/
-CLIP_VISION_FOLDER = "clip_vision"  # core folder: models/clip_vision/
 CLIP_IMAGE_SIZE = 224  # LLaVA-1.1 / SmartEdit: openai/clip-vit-large-patch14, 224 px (16 x 16 patches)
 
 
@@ -70,19 +68,19 @@ class SmartEditLoaderNode(io.ComfyNode):
             "the LLaVA-1.1 LMM and the Q-Former + BIM bridge.",
             inputs=[
                 io.Combo.Input(
-                    "bundle", options=list_model_subfolders(SMARTEDIT_FOLDER),
+                    "bundle", options=list_model_subfolders(model_folders.SMARTEDIT),
                     tooltip="SmartEdit bundle folder in models/lmm_edit/smartedit/: TencentARC/SmartEdit-7B or -13B as "
                     "published (LLM-15000/, embeddings_qformer/, modulate-15000/, unet-15000/, and adapter_config.json) "
                     "or the output of `python -m lmm_edit convert-smartedit`.",
                 ),
                 io.Combo.Input(
-                    "llava", options=list_model_subfolders(LLAVA_FOLDER),
+                    "llava", options=list_model_subfolders(model_folders.LLAVA),
                     tooltip="LLaVA-1.1 base folder in models/lmm_edit/llava/ (7B for SmartEdit-7B, 13B for -13B), merged "
                     "from the delta weights, with config.json, the pytorch_model-*.bin (or safetensors) shards and the "
                     "LLaMA tokenizer.model. LLaVA-1.5/1.6 do not work.",
                 ),
                 io.Combo.Input(
-                    "clip_vision", options=folder_paths.get_filename_list(CLIP_VISION_FOLDER),
+                    "clip_vision", options=folder_paths.get_filename_list(model_folders.CLIP_VISION),
                     tooltip="CLIP ViT-L/14, 224 px (openai/clip-vit-large-patch14) from models/clip_vision/, in the "
                     "transformers key layout (vision_model.*) that ComfyUI's CLIP Vision loader also reads, e.g. the "
                     "repository's model.safetensors (+ config.json) in a sub-folder. Not the 336 px or open_clip files.",
@@ -110,9 +108,9 @@ class SmartEditLoaderNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, bundle, llava, clip_vision, dtype, qformer_heads=0) -> io.NodeOutput:
-        bundle_dir = resolve_model_subfolder(SMARTEDIT_FOLDER, bundle)
-        llava_dir = resolve_model_subfolder(LLAVA_FOLDER, llava)
-        clip_path = folder_paths.get_full_path_or_raise(CLIP_VISION_FOLDER, clip_vision)
+        bundle_dir = resolve_model_subfolder(model_folders.SMARTEDIT, bundle)
+        llava_dir = resolve_model_subfolder(model_folders.LLAVA, llava)
+        clip_path = folder_paths.get_full_path_or_raise(model_folders.CLIP_VISION, clip_vision)
         device = lmm_load_device()
         lmm_dtype = resolve_dtype(dtype, device)
         bridge_dtype = explicit_dtype(dtype) or torch.float32  # small; the reference runs it in fp32

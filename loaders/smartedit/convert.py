@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..dtypes import NAMED_DTYPES
 from .bundle import CONVERTED_FORMAT, CONVERTED_NAMES, find_bundle
 from .files import read_tensors
 from .load_bridge import BIM_PREFIXES
 from .load_lmm import LLM_PREFIX
 from .loader import load_unet_ldm
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 KEEP_FP32 = ("rotary_emb.inv_freq",)  # RoPE frequencies stay fp32 (transformers 4.28 builds cos/sin in fp32)
 UNUSED_IN_QFORMER_FILE = "model.base_model.model.embed_tokens.weight"  # load_pretrained_for_inference discards it
 
@@ -52,7 +52,7 @@ def convert_smartedit(src: str | Path, dst: str | Path, dtype: str | None = None
     bundle = find_bundle(src, step=step)
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    target = DTYPES[dtype] if dtype else None
+    target = NAMED_DTYPES[dtype] if dtype else None
     meta = {"format": CONVERTED_FORMAT, "source": str(bundle.root)}
     lora_meta = {
         "lora_r": str(bundle.lora.r),

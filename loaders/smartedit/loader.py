@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
+from ..ip2p.unet_keys import DIFFUSERS_PREFIX, LDM_PREFIX, diffusers_unet_to_ldm
 from .bundle import FileFormat, SmartEditBundle, find_bundle
 from .conditioning import SmartEditBridge
 from .errors import SmartEditLoadError
 from .files import read_tensors
 from .load_bridge import load_bridge
 from .load_lmm import SmartEditLMM, load_lmm
-from .unet_keys import DIFFUSERS_PREFIX, LDM_PREFIX, diffusers_unet_to_ldm
 
 
 @dataclass

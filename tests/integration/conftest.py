@@ -69,19 +69,10 @@ def ip2p_checkpoint(comfyui, tiny_ip2p) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def example_image(comfyui) -> pathlib.Path:
-    """A smooth, seeded, non-square RGB test image in ComfyUI's input folder."""
-    import numpy as np
-    from PIL import Image
+    """A smooth, non-square RGB test image in ComfyUI's input folder."""
+    from factories.images import write_test_image
 
-    width, height = IMAGE_SIZE
-    y, x = np.mgrid[0:height, 0:width]
-    rng = np.random.default_rng(0)
-    rgb = np.stack([
-        127 + 100 * np.sin(x / 7.0), 127 + 100 * np.cos(y / 5.0), 127 + 60 * np.sin((x + y) / 9.0),
-    ], axis=-1) + rng.normal(0, 4, (height, width, 3))
-    path = pathlib.Path(comfyui.folder_paths.get_input_directory()) / EXAMPLE_IMAGE
-    Image.fromarray(np.clip(rgb, 0, 255).astype("uint8")).save(path)
-    return path
+    return write_test_image(pathlib.Path(comfyui.folder_paths.get_input_directory()) / EXAMPLE_IMAGE, *IMAGE_SIZE)
 
 
 CONTROLNET_FILE = "tiny_controlnet.safetensors"

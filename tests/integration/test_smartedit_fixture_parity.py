@@ -62,8 +62,8 @@ def _fixture_model(fixture):
     import comfy.model_patcher
     import comfy.supported_models
 
+    from lmm_edit.loaders.ip2p.unet_keys import LDM_PREFIX
     from lmm_edit.loaders.smartedit import find_bundle, load_unet_ldm
-    from lmm_edit.loaders.smartedit.unet_keys import LDM_PREFIX
     from lmm_edit.nodes.bim_residual import install_bim_residual
 
     state = {k[len(LDM_PREFIX):]: v for k, v in load_unet_ldm(find_bundle(fixture["bundle"])).items()}

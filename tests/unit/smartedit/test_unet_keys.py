@@ -10,9 +10,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
+from lmm_edit.loaders.ip2p.unet_keys import LDM_PREFIX, diffusers_unet_to_ldm
 from lmm_edit.loaders.smartedit import find_bundle, load_unet_ldm
 from lmm_edit.loaders.smartedit.files import read_tensors
-from lmm_edit.loaders.smartedit.unet_keys import LDM_PREFIX, diffusers_unet_to_ldm
 
 FP32_TOL = 1e-4  # README: stage-5 fp32 tensors
 

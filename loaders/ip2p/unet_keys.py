@@ -1,6 +1,6 @@
 """diffusers `UNet2DConditionModel` keys -> LDM (`model.diffusion_model.*`) keys, for the SD1.5 layout.
 
-SmartEdit's `unet-*/adapter_model.bin` holds `unet.<diffusers key>` with an 8-channel conv_in. ComfyUI's
+Shared by every InstructPix2Pix-style UNet that arrives in diffusers keys. SmartEdit's `unet-*/adapter_model.bin` holds `unet.<diffusers key>` with an 8-channel conv_in. ComfyUI's
 UNETLoader does not detect that diffusers layout (DESIGN.md §7), but loads the LDM layout and then detects
 InstructPix2Pix from the 8 input channels. The map is the inverse of ComfyUI's `comfy.utils.unet_to_diffusers`
 for SD1.5-style UNets (ResNet + Transformer2D blocks, one down/upsampler per level but the last), with the
@@ -14,7 +14,7 @@ import re
 import torch
 
 LDM_PREFIX = "model.diffusion_model."
-DIFFUSERS_PREFIX = "unet."  # SmartEdit LLMSDTrainer._save filter
+DIFFUSERS_PREFIX = "unet."  # SmartEdit LLMSDTrainer._save filter; pass prefix="" for a plain diffusers UNet
 
 RESNET_NAMES = {  # diffusers ResnetBlock2D -> LDM ResBlock
     "norm1": "in_layers.0",
