@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .llama import LlamaLM
+from ..llama import LlamaLM
 
 MAX_NEW_TOKENS = 512  # reference max_new_tokens
 MAX_KEPT_STATES = 35  # reference stop condition: config.num_new_tokens = 32 + 1 + 2

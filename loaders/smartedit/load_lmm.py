@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..llama import LlamaConfig, LlamaLM, rope_inv_freq
 from .bundle import LoraSettings, SmartEditBundle
 from .errors import SmartEditLoadError
 from .files import read_json, read_shapes, read_tensors
-from .llama import LlamaConfig, LlamaLM, rope_inv_freq
 from .llava_base import base_rows, open_llava_base
 from .tokenizer import ADDED_TOKENS, IMAGE_TOKEN_COUNT, LLAVA_EXTRA_ROWS, LlamaSlowTokenizer
 from .vision import ClipVisionTower, clip_config_from_shapes, clip_state_to_tower

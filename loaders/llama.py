@@ -1,4 +1,4 @@
-"""LLaMA-1 decoder (the LLM of LLaVA-1.1 / SmartEdit), numerically as transformers 4.28's `LlamaModel`.
+"""LLaMA decoder shared by the model families, numerically as transformers 4.28's LlamaModel (SmartEdit: LLaMA-1).
 
 transformers 4.28.1 is SmartEdit's pin: rotate-half RoPE with cos/sin built in fp32 and cast to the
 activation dtype, RMSNorm computed in fp32, softmax in fp32, no biases, SiLU-gated MLP. Written here in
