@@ -24,7 +24,7 @@ def _alias_repo_root_as_lmm_edit() -> None:
 
 _alias_repo_root_as_lmm_edit()
 
-# Test helpers (tiny model factories) are imported as top-level `factories`.
+# Test-only helpers in tests/ (pack_process) are imported as top-level modules.
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 

@@ -46,8 +46,7 @@ def _diffusers_pipeline(unet, dtype, device):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-    from factories.clip_tokenizer import write_clip_tokenizer
+    from lmm_edit.selfcheck.clip_tokenizer import write_clip_tokenizer
 
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(__import__("pathlib").Path(folder)))

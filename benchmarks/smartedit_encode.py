@@ -99,9 +99,10 @@ def _import_pack() -> None:
 def run_ours(layers: int, dtype: torch.dtype, device: str) -> dict:
     _import_pack()
     w = _weights(layers)
-    bundle, decode, llama, load_lmm, vision = (
-        importlib.import_module(f"lmm_edit.loaders.smartedit.{name}") for name in ("bundle", "decode", "llama", "load_lmm", "vision")
+    bundle, decode, load_lmm, vision = (
+        importlib.import_module(f"lmm_edit.loaders.smartedit.{name}") for name in ("bundle", "decode", "load_lmm", "vision")
     )
+    llama = importlib.import_module("lmm_edit.loaders.llama")
     s = SIZES
     lora = bundle.LoraSettings(s["lora_r"], s["lora_alpha"], ("q_proj", "v_proj"), "benchmark")
     llm_state = load_lmm.merge_lora({k: v for k, v in w.items() if not k.startswith(("vision_model.", "mm_projector."))}, lora, Path("-"))

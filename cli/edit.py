@@ -20,7 +20,6 @@ from ..loaders import model_folders
 from .comfy_session import PACK_DIR, ComfySession, ComfyUINotFound, find_comfyui
 
 WORKFLOWS_DIR = PACK_DIR / "example_workflows"
-TESTS_DIR = PACK_DIR / "tests"
 SELF_CHECK_STEPS = 4
 SELF_CHECK_SIZE = (64, 48)
 
@@ -110,7 +109,7 @@ def _write_self_check_models(job: EditJob, scratch: pathlib.Path) -> dict[str, p
     import comfy.diffusers_convert
     import comfy.utils
 
-    from factories.ip2p_models import TINY_UNET_LDM_CONFIG, build_tiny_ip2p, write_ldm_checkpoint
+    from ..selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG, build_tiny_ip2p, write_ldm_checkpoint
 
     folders = {}
     names = {f.folder: f.name for f in job.needs}
@@ -120,7 +119,7 @@ def _write_self_check_models(job: EditJob, scratch: pathlib.Path) -> dict[str, p
                              comfy.utils.unet_to_diffusers(dict(TINY_UNET_LDM_CONFIG)),
                              comfy.diffusers_convert.convert_vae_state_dict)
     if model_folders.SMARTEDIT in names:
-        from factories.smartedit_release import TinySizes, write_smartedit_release
+        from ..selfcheck.smartedit_release import TinySizes, write_smartedit_release
 
         sizes = TinySizes(qformer_hidden=768, qformer_layers=2, qformer_heads=12, unet_channels=(320, 320))
         written = write_smartedit_release(scratch / "release", seed=0, sizes=sizes, safetensors_copies=False)
@@ -146,8 +145,6 @@ def _explain_missing(missing: list[ModelFile], session: ComfySession) -> str:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if str(TESTS_DIR) not in sys.path:  # the tiny-model and test-image factories live with the tests
-        sys.path.insert(0, str(TESTS_DIR))
     job = JOBS[args.workflow]
     try:
         comfyui = find_comfyui(args.comfyui)
@@ -172,7 +169,7 @@ def main(argv: list[str]) -> int:
         if args.image is not None:
             shutil.copyfile(args.image, scratch / "input" / image_name)
         else:
-            from factories.images import write_test_image
+            from ..selfcheck.images import write_test_image
 
             write_test_image(scratch / "input" / image_name, *(SELF_CHECK_SIZE if self_check else (512, 384)))
         if self_check:

@@ -47,7 +47,7 @@ def comfyui(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_ip2p():
-    from factories.ip2p_models import build_tiny_ip2p
+    from lmm_edit.selfcheck.ip2p_models import build_tiny_ip2p
 
     return build_tiny_ip2p(seed=0)
 
@@ -58,7 +58,7 @@ def ip2p_checkpoint(comfyui, tiny_ip2p) -> pathlib.Path:
     import comfy.diffusers_convert
     import comfy.utils
 
-    from factories.ip2p_models import TINY_UNET_LDM_CONFIG, write_ldm_checkpoint
+    from lmm_edit.selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG, write_ldm_checkpoint
 
     path = comfyui.models_path / "checkpoints" / IP2P_CHECKPOINT
     if not path.exists():
@@ -70,7 +70,7 @@ def ip2p_checkpoint(comfyui, tiny_ip2p) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def example_image(comfyui) -> pathlib.Path:
     """A smooth, non-square RGB test image in ComfyUI's input folder."""
-    from factories.images import write_test_image
+    from lmm_edit.selfcheck.images import write_test_image
 
     return write_test_image(pathlib.Path(comfyui.folder_paths.get_input_directory()) / EXAMPLE_IMAGE, *IMAGE_SIZE)
 
@@ -91,7 +91,7 @@ def tiny_controlnet(comfyui, ip2p_checkpoint) -> str:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from factories.ip2p_models import randomise_
+    from lmm_edit.selfcheck.ip2p_models import randomise_
 
     path = comfyui.models_path / "controlnet" / CONTROLNET_FILE
     if not path.exists():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as functional
 
 ADAPTER_FILE = "ip-adapter_sd15.safetensors"  # the name ip_adapter_edit.json uses (h94/IP-Adapter models/)
-CLIP_IMAGE_EMBEDS = 768  # the tiny CLIP vision file is ViT-L/14 (factories/clip_vision_files.py)
+CLIP_IMAGE_EMBEDS = 768  # the tiny CLIP vision file is ViT-L/14 (selfcheck/clip_vision_files.py)
 CONTEXT_DIM = 768  # SD1.5 text context
 
 
@@ -124,9 +124,9 @@ def clip_vision_output(image_embeds: torch.Tensor, penultimate: torch.Tensor | N
 
 def tiny_ip2p_adapter_state(seed: int = 5) -> dict:
     """A basic IP-Adapter for the tiny IP2P UNet (conftest's checkpoint), reading ViT-L-wide image embeds."""
-    from factories.ip2p_models import TINY_UNET_LDM_CONFIG
-    from factories.ip_adapter_files import tiny_ip_adapter_state
     from lmm_edit.loaders.insightedit import cross_attention_layers
+    from lmm_edit.selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG
+    from lmm_edit.selfcheck.ip_adapter_files import tiny_ip_adapter_state
 
     # model_channels 320: what ComfyUI detects for the SD1.5 InstructPix2Pix checkpoint
     layers = cross_attention_layers(dict(TINY_UNET_LDM_CONFIG, model_channels=320))

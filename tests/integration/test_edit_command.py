@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from factories.pack_process import run_with_pack
+from pack_process import run_with_pack
 
 
 def _edit(comfyui, tmp_path, *args):

@@ -73,8 +73,8 @@ def adapter_state():
 
 @pytest.fixture(scope="module")
 def adapter(ipadapter_folder, adapter_state):
-    from factories.ip_adapter_files import write_adapter_file
     from lmm_edit.nodes.adapters import AdapterLoaderNode
+    from lmm_edit.selfcheck.ip_adapter_files import write_adapter_file
 
     write_into(ipadapter_folder, ADAPTER_FILE, lambda path: write_adapter_file(adapter_state, path))
     return AdapterLoaderNode.execute(ADAPTER_FILE).result[0]
@@ -148,9 +148,9 @@ def test_files_of_another_family_fail_at_load_naming_file_and_expected_layout(ip
 
 
 def test_an_adapter_for_another_unet_fails_in_the_node_naming_file_and_layers(graph, ipadapter_folder, image_embeds):
-    from factories.ip_adapter_files import tiny_ip_adapter_state, write_adapter_file
     from lmm_edit.loaders.insightedit import AdapterFileError
     from lmm_edit.nodes.adapters import AdapterLoaderNode
+    from lmm_edit.selfcheck.ip_adapter_files import tiny_ip_adapter_state, write_adapter_file
 
     sdxl_like = tiny_ip_adapter_state("basic", layer_channels=[640, 640, 1280], context_dim=2048, clip_dim=768)
     write_into(ipadapter_folder, "ip-adapter_sdxl.bin", lambda path: write_adapter_file(sdxl_like, path))
@@ -244,8 +244,8 @@ def test_every_attn2_layer_equals_the_decoupled_attention_formula(graph, adapter
 
 def test_two_stacked_branches_add_their_image_attentions(graph, adapter, adapter_state, layers, ipadapter_folder,
                                                          image_embeds):
-    from factories.ip_adapter_files import write_adapter_file
     from lmm_edit.nodes.adapters import AdapterLoaderNode
+    from lmm_edit.selfcheck.ip_adapter_files import write_adapter_file
 
     other_state = tiny_ip2p_adapter_state(seed=11)
     write_into(ipadapter_folder, "second_adapter.bin", lambda path: write_adapter_file(other_state, path))

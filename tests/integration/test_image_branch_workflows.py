@@ -2,7 +2,7 @@
 
 ip_adapter_edit.json: InstructPix2Pix + an IP-Adapter image prompt through core CLIPVisionLoader /
 CLIPVisionEncode. ComfyUI builds CLIP vision at a fixed full size chosen from the key names, so the
-test writes the smallest layout it detects (ViT-L/14-224, factories/clip_vision_files.py) as a small
+test writes the smallest layout it detects (ViT-L/14-224, selfcheck/clip_vision_files.py) as a small
 strided ``.bin`` and points the workflow's CLIPVisionLoader at it (the example names the ViT-H
 ``.safetensors`` users have); the tiny IP-Adapter reads its 768-wide image embeds.
 
@@ -73,8 +73,8 @@ def models(comfyui):
 
 @pytest.fixture(scope="module")
 def ip_adapter_files(comfyui, models, ip2p_checkpoint, example_image):
-    from factories.clip_vision_files import write_clip_vision_vit_l
-    from factories.ip_adapter_files import write_adapter_file
+    from lmm_edit.selfcheck.clip_vision_files import write_clip_vision_vit_l
+    from lmm_edit.selfcheck.ip_adapter_files import write_adapter_file
 
     write_into(models["ipadapter"], ADAPTER_FILE, lambda path: write_adapter_file(tiny_ip2p_adapter_state(), path))
     write_into(models["clip_vision"], CLIP_VISION_FILE, write_clip_vision_vit_l)
@@ -115,10 +115,10 @@ def test_ip_adapter_example_edits_with_the_image_prompt(comfyui, ip_adapter_file
 @pytest.fixture(scope="module")
 def insightedit_files(comfyui, tmp_path_factory, models, ip2p_checkpoint, example_image):
     """SmartEdit's tiny release files where users put them, and an IAA fitting its UNet and LLM width."""
-    from factories.ip_adapter_files import tiny_iaa_state, write_adapter_file
-    from factories.smartedit_release import TinySizes, write_smartedit_release
     from lmm_edit.loaders.insightedit import cross_attention_layers
     from lmm_edit.nodes.smartedit_loader import SmartEditLoaderNode
+    from lmm_edit.selfcheck.ip_adapter_files import tiny_iaa_state, write_adapter_file
+    from lmm_edit.selfcheck.smartedit_release import TinySizes, write_smartedit_release
 
     root = comfyui.models_path
     places = {"bundle": root / "lmm_edit" / "smartedit" / BUNDLE, "llava": root / "lmm_edit" / "llava" / LLAVA,
@@ -164,11 +164,11 @@ def test_plus_adapter_takes_its_unconditional_tokens_from_clip_of_a_blank_image(
     import torch
 
     import nodes
-    from factories.clip_vision_files import VIT_L_HIDDEN
-    from factories.ip2p_models import TINY_UNET_LDM_CONFIG
-    from factories.ip_adapter_files import tiny_ip_adapter_state, write_adapter_file
     from lmm_edit.loaders.insightedit import cross_attention_layers
     from lmm_edit.nodes.adapters import AdapterLoaderNode, IAAImageBranchNode
+    from lmm_edit.selfcheck.clip_vision_files import VIT_L_HIDDEN
+    from lmm_edit.selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG
+    from lmm_edit.selfcheck.ip_adapter_files import tiny_ip_adapter_state, write_adapter_file
 
     layers = cross_attention_layers(dict(TINY_UNET_LDM_CONFIG, model_channels=320))
     state = tiny_ip_adapter_state("plus", layer_channels=[layer.channels for layer in layers], context_dim=768,

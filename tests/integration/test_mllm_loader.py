@@ -22,7 +22,7 @@ FAMILIES = {"tiny-llava-1.5": ("llava-1.5", 48), "tiny-qwen2-vl": ("qwen2-vl", 6
 
 @pytest.fixture(scope="module")
 def mllm_folders(comfyui):
-    from factories.vlm_models import write_tiny_llava, write_tiny_qwen2_vl
+    from lmm_edit.selfcheck.vlm_models import write_tiny_llava, write_tiny_qwen2_vl
 
     root = comfyui.models_path / "lmm_edit" / "mllm"
     comfyui.folder_paths.add_model_folder_path("lmm_edit_mllm", str(root))
@@ -81,11 +81,11 @@ def test_the_vlms_mm_states_drive_an_iaa_image_branch_in_one_batched_call(comfyu
     from comfy_extras.nodes_ip2p import InstructPixToPixConditioning
 
     import nodes
-    from factories.ip2p_models import TINY_UNET_LDM_CONFIG
-    from factories.ip_adapter_files import tiny_iaa_state, write_adapter_file
     from lmm_edit.loaders.insightedit import cross_attention_layers
     from lmm_edit.nodes.adapters import AdapterLoaderNode, IAAImageBranchNode
     from lmm_edit.nodes.guidance import build_guider
+    from lmm_edit.selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG
+    from lmm_edit.selfcheck.ip_adapter_files import tiny_iaa_state, write_adapter_file
 
     instruction, _ = _encode(_load("tiny-qwen2-vl"), image)
     layers = cross_attention_layers(dict(TINY_UNET_LDM_CONFIG, model_channels=320))

@@ -35,7 +35,7 @@ def _relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
 def pipeline(tiny_ip2p, comfyui, tmp_path_factory):
     from diffusers import EulerDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
 
-    from factories.ip2p_models import write_diffusers_folder
+    from lmm_edit.selfcheck.ip2p_models import write_diffusers_folder
 
     tokenizer = pathlib.Path(comfyui.comfyui_path) / "comfy" / "sd1_tokenizer"
     folder = write_diffusers_folder(tiny_ip2p, tmp_path_factory.mktemp("diffusers") / "ip2p", tokenizer)

@@ -33,7 +33,7 @@ SMARTEDIT_NODES = ("LMMEdit_SmartEditLoader", "LMMEdit_LMMEncode", "LMMEdit_BIMC
 
 
 def _sizes():
-    from factories.smartedit_release import TinySizes
+    from lmm_edit.selfcheck.smartedit_release import TinySizes
 
     # 320 UNet channels and a 768-wide context: what ComfyUI detects as SD15_instructpix2pix
     return TinySizes(qformer_hidden=768, qformer_layers=2, qformer_heads=12, unet_channels=(320, 320))
@@ -43,7 +43,7 @@ def _sizes():
 @pytest.fixture(scope="module")
 def smartedit_files(comfyui, tmp_path_factory):
     """The factory's release files moved where a user puts them: models/lmm_edit/..., models/clip_vision/."""
-    from factories.smartedit_release import write_smartedit_release
+    from lmm_edit.selfcheck.smartedit_release import write_smartedit_release
 
     written = write_smartedit_release(tmp_path_factory.mktemp("smartedit"), seed=0, sizes=_sizes(), safetensors_copies=False)
     models = comfyui.models_path

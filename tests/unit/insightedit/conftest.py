@@ -1,4 +1,4 @@
-"""Tiny random vision-language model folders for the MLLM encoder tests (builders in factories/vlm_models.py)."""
+"""Tiny random vision-language model folders for the MLLM encoder tests (builders in selfcheck/vlm_models.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from factories.vlm_models import write_tiny_llava, write_tiny_llava_next, write_tiny_qwen2_vl
+from lmm_edit.selfcheck.vlm_models import write_tiny_llava, write_tiny_llava_next, write_tiny_qwen2_vl
 
 
 @pytest.fixture(scope="session")

@@ -6,16 +6,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from factories.ip_adapter_files import (
-    SD15_LDM_UNET_CONFIG,
-    SDXL_LDM_UNET_CONFIG,
-    TINY_SD15_LDM_UNET_CONFIG,
-    basic_image_proj_section,
-    ip_layers_section,
-    tiny_iaa_state,
-    tiny_ip_adapter_state,
-    write_adapter_file,
-)
 from lmm_edit.loaders.insightedit import (
     INPUT_IMAGE_EMBEDS,
     INPUT_PENULTIMATE,
@@ -24,6 +14,16 @@ from lmm_edit.loaders.insightedit import (
     AdapterFileError,
     cross_attention_layers,
     load_image_adapter,
+)
+from lmm_edit.selfcheck.ip_adapter_files import (
+    SD15_LDM_UNET_CONFIG,
+    SDXL_LDM_UNET_CONFIG,
+    TINY_SD15_LDM_UNET_CONFIG,
+    basic_image_proj_section,
+    ip_layers_section,
+    tiny_iaa_state,
+    tiny_ip_adapter_state,
+    write_adapter_file,
 )
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from factories.ip_adapter_files import SD15_LDM_UNET_CONFIG, SDXL_LDM_UNET_CONFIG
 from lmm_edit.loaders.insightedit import cross_attention_layers, mask_to_query_weights, query_grid
+from lmm_edit.selfcheck.ip_adapter_files import SD15_LDM_UNET_CONFIG, SDXL_LDM_UNET_CONFIG
 
 
 def test_sd15_has_the_ipadapter_plus_block_list_with_channels():

@@ -13,13 +13,13 @@ import math
 import pytest
 import torch
 
-from factories.ip_adapter_files import tiny_iaa_state, write_adapter_file
 from lmm_edit.loaders.insightedit import (
     INPUT_MM_HIDDEN_STATES,
     INSIGHTEDIT_IAA,
     ImageAlignmentAdapter,
     load_image_adapter,
 )
+from lmm_edit.selfcheck.ip_adapter_files import tiny_iaa_state, write_adapter_file
 
 FP32_TOLERANCE = 1e-5
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as functional
 
-from factories.ip_adapter_files import TINY_CONTEXT_DIM, tiny_iaa_state, tiny_ip_adapter_state, write_adapter_file
 from lmm_edit.loaders.insightedit import load_image_adapter
 from lmm_edit.loaders.insightedit.image_branch_patch import (
     BACKEND_OPTION,
@@ -24,6 +23,12 @@ from lmm_edit.loaders.insightedit.image_branch_patch import (
     next_branch_index,
 )
 from lmm_edit.loaders.insightedit.image_tokens import conditional_tokens, unconditional_tokens
+from lmm_edit.selfcheck.ip_adapter_files import (
+    TINY_CONTEXT_DIM,
+    tiny_iaa_state,
+    tiny_ip_adapter_state,
+    write_adapter_file,
+)
 
 HEADS = 4  # layer 0 of the tiny SD1.5-layout adapter has 32 channels: 4 heads of 8
 LATENT = (6, 4)  # latent h, w of the UNet call; layer 0 sees it at full size: Lq = 24

@@ -17,17 +17,17 @@ from diffusers import UNet2DConditionModel
 from diffusers.loaders import IPAdapterMixin
 from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
-from factories.ip_adapter_files import (
+from lmm_edit.loaders.insightedit import (
+    cross_attention_layers,
+    decoupled_attention,
+    load_image_adapter,
+)
+from lmm_edit.selfcheck.ip_adapter_files import (
     TINY_CONTEXT_DIM,
     TINY_SD15_LDM_UNET_CONFIG,
     TINY_SD15_UNET_CONFIG,
     tiny_ip_adapter_state,
     write_adapter_file,
-)
-from lmm_edit.loaders.insightedit import (
-    cross_attention_layers,
-    decoupled_attention,
-    load_image_adapter,
 )
 
 FP32_TOLERANCE = 2e-5

@@ -8,7 +8,7 @@ from PIL import Image
 @pytest.fixture(scope="session")
 def tiny_ip2p_folder(tmp_path_factory):
     """The tiny InstructPix2Pix model (SD1.5 CLIP and VAE sizes) saved as a diffusers folder."""
-    from factories.ip2p_models import build_tiny_ip2p, write_diffusers_folder
+    from lmm_edit.selfcheck.ip2p_models import build_tiny_ip2p, write_diffusers_folder
 
     return write_diffusers_folder(build_tiny_ip2p(seed=0), tmp_path_factory.mktemp("ip2p") / "diffusers")
 

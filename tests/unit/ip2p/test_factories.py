@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from factories.ip2p_models import SD15_CLIP_TEXT_CONFIG, TINY_UNET_CONFIG
+from lmm_edit.selfcheck.ip2p_models import SD15_CLIP_TEXT_CONFIG, TINY_UNET_CONFIG
 
 
 def test_diffusers_folder_loads_with_the_instructpix2pix_pipeline(tiny_ip2p_pipeline):

@@ -11,7 +11,7 @@ import pytest
 import tomllib
 
 import lmm_edit
-from factories.pack_process import run_with_pack
+from pack_process import run_with_pack
 
 ROOT = pathlib.Path(lmm_edit.__file__).resolve().parent
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))

@@ -51,7 +51,7 @@ def test_converted_unet_is_the_ldm_state_of_the_release_unet(fixture, tmp_path):
 
 def test_release_bin_with_shared_storage_loads_only_the_kept_tensors(tmp_path):
     """Release .bin files carry one flat ZeRO buffer; every loaded tensor must own a storage of its own size."""
-    from factories.smartedit_release import write_smartedit_release
+    from lmm_edit.selfcheck.smartedit_release import write_smartedit_release
 
     paths = write_smartedit_release(tmp_path, seed=4, safetensors_copies=False)
     models = load_smartedit(paths.bundle, paths.llava, paths.clip, qformer_heads=paths.qformer_heads)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from factories.smartedit_release import write_smartedit_release
 from lmm_edit.loaders.smartedit import encode_instruction, load_smartedit
 from lmm_edit.loaders.smartedit.decode import MAX_KEPT_STATES, decode_image_states
+from lmm_edit.selfcheck.smartedit_release import write_smartedit_release
 
 FP32_TOL = 1e-4
 

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from factories.smartedit_release import TinySizes, train_tokenizer, write_smartedit_release
 from lmm_edit.loaders.smartedit import SmartEditLoadError, find_bundle, load_smartedit
 from lmm_edit.loaders.smartedit.files import read_tensors
+from lmm_edit.selfcheck.smartedit_release import TinySizes, train_tokenizer, write_smartedit_release
 
 
 @pytest.fixture(scope="module")

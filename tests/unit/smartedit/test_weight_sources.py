@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from factories.smartedit_release import write_smartedit_release
 from lmm_edit.loaders.smartedit import load_smartedit
+from lmm_edit.selfcheck.smartedit_release import write_smartedit_release
 
 LLM = "model.base_model.model."
 

@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 _ALIAS = (
     "import importlib.util, sys; root = sys.argv[1]; "
     "spec = importlib.util.spec_from_file_location('lmm_edit', root + '/__init__.py', "

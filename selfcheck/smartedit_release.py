@@ -67,7 +67,7 @@ class ReleasePaths:
 
 def train_tokenizer(vocab: int) -> bytes:
     """A SentencePiece BPE model in LLaMA conventions (<unk>=0, <s>=1, </s>=2), trained on SmartEdit's prompts."""
-    from lmm_edit.loaders.smartedit.prompt import SYSTEM, TEMPLATES
+    from ..loaders.smartedit.prompt import SYSTEM, TEMPLATES
 
     text = [SYSTEM, *(h for h, _ in TEMPLATES), *(g for _, g in TEMPLATES)]
     text += ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,:;!?'\"()-"] * 3
