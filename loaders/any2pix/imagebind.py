@@ -38,6 +38,7 @@ from .imagebind_file import (
     encoder_state,
     read_constructor_args,
     read_encoder_tensors,
+    release_key,
 )
 from .imagebind_vision_input import ImageLike, vision_input
 
@@ -118,26 +119,29 @@ def load_imagebind(
     with torch.device("meta"):
         model = ImageBind(config, operations)
     for modality, encoder in (("vision", model.vision), ("audio", model.audio)):
-        state = encoder_state(tensors, modality)
+        state, origin = encoder_state(tensors, modality)
         if modality == "audio" and "log_logit_scale" not in state:
             # a frozen buffer, log(20) as ImageBind stores it; absent only from files re-saved without buffers
             state["log_logit_scale"] = torch.tensor(math.log(AUDIO_LOGIT_SCALE), dtype=torch.float32)
-        _check_state(path, modality, encoder, state)
+        _check_state(path, modality, encoder, state, origin)
         state = {k: v.to(dtype) if k != "log_logit_scale" else v.float() for k, v in state.items()}
         encoder.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False).to(device)
 
 
-def _check_state(path: Path, modality: str, encoder: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Names the first missing, unknown or misshapen tensor before torch's strict load would."""
+def _check_state(
+    path: Path, modality: str, encoder: nn.Module, state: Mapping[str, torch.Tensor], origin: Mapping[str, str]
+) -> None:
+    """Names the first missing, unknown or misshapen tensors (by their names in the file) before torch's strict
+    load would fail less clearly."""
     expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
-    missing = [k for k in expected if k not in state]
-    unknown = [k.removeprefix("unknown:") for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {s})" for k, s in expected.items()
+    missing = [release_key(modality, k) for k in expected if k not in state]
+    unknown = [origin.get(k, k) for k in state if k not in expected]
+    wrong = [f"{origin.get(k, k)} {tuple(state[k].shape)} (expected {s})" for k, s in expected.items()
              if k in state and tuple(state[k].shape) != s]
     if missing or unknown or wrong:
         found = "; ".join(part for part in (
-            f"missing {missing[:3]}" if missing else "",
+            f"none of {missing[:3]}" if missing else "",
             f"tensors ImageBind's {modality} encoder does not have: {unknown[:3]}" if unknown else "",
             f"other shapes: {wrong[:3]}" if wrong else "",
         ) if part)

@@ -15,8 +15,10 @@ As facebookresearch/ImageBind @ 3fcf5c9039de97f6ff5528ee4a9dce903c5979b3 `imageb
    clips - 1 (`CLIP_SPACING_IMAGEBIND_PIN`, the last clip ends at the end). Audio shorter than 2 s gives
    three identical clips of the whole audio;
 3. per clip, `waveform -= waveform.mean()` **in place** on a view of the shared resampled waveform, so
-   overlapping clips see the offsets subtracted by earlier clips (reproduced; Kaldi's per-frame DC removal makes
-   the effect a rounding-level one), the mean taken over all channels;
+   overlapping clips see the offsets subtracted by earlier clips, the mean taken over all channels. Reproduced:
+   Kaldi removes the DC offset per frame anyway, but the rounding of the shifted samples is visible in the log
+   energies of near-silent mel bands (on the fixture's 8 kHz WAV, whose bands above 4 kHz are empty after
+   resampling, subtracting each clip's own mean instead moves clips 2 and 3 by up to 0.31 after normalisation);
 4. `torchaudio.compliance.kaldi.fbank(htk_compat=True, sample_frequency=16000, use_energy=False,
    window_type="hanning", num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10)`, which reads the
    first channel only (`channel=-1` -> 0): [frames, 128] -> [128, frames], zero-padded or cut to 204 frames

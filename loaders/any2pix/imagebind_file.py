@@ -138,9 +138,11 @@ def _trunk_config(shapes: Mapping[str, tuple[int, ...]], modality: str, heads: i
     while f"{prefix}blocks.{blocks}.norm_1.weight" in shapes:
         blocks += 1
     if heads <= 0 or width % heads:
+        where = "in this JSON" if source.suffix == ".json" else f"in {KWARGS_FILE_NAME} next to the weights"
         raise ImageBindFileError(
-            source, f"a {modality} head count dividing the width {width}", f"{modality}_num_heads = {heads}",
-            "give the head count the weights were trained with (imagebind_huge: vision 16, audio 12)",
+            source, f"an attention head count dividing the {modality} width {width}", f"{modality}_num_heads = {heads}",
+            f"give the ImageBindModel constructor arguments of these weights ({modality}_num_heads) {where}; "
+            "without them imagebind_huge's are used (vision 16, audio 12)",
         )
     return TrunkConfig(
         width=width, blocks=blocks, heads=heads, mlp_hidden=shapes[prefix + "blocks.0.mlp.fc1.weight"][0],
@@ -211,25 +213,47 @@ class ImageBindConfig:
                 )
 
 
-def encoder_state(tensors: Mapping[str, torch.Tensor], modality: str) -> dict[str, torch.Tensor]:
+def encoder_state(
+    tensors: Mapping[str, torch.Tensor], modality: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The release keys of one modality renamed to ImageBindVisionEncoder / ImageBindAudioEncoder names.
 
-    Unknown keys of the modality are kept under an `unknown:` name so that the strict load reports them.
+    Returns (state, release name of each key of state). A key of the modality with no counterpart keeps its
+    release name, so that the strict load reports it.
     """
-    out: dict[str, torch.Tensor] = {}
+    pre, trunk, head = (f"modality_{p}.{modality}." for p in ("preprocessors", "trunks", "heads"))
+    state: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
     for key, value in tensors.items():
-        pre, trunk, head = (f"modality_{p}.{modality}." for p in ("preprocessors", "trunks", "heads"))
         if key.startswith(pre):
-            name = _PREPROCESSOR_KEYS.get(key[len(pre):])
+            name = _PREPROCESSOR_KEYS.get(key[len(pre):], key)
         elif key.startswith(trunk):
             rest = key[len(trunk):].replace("pre_transformer_layer.0.", "pre_norm.")
             name = "trunk." + rest.replace("attn.in_proj_weight", "attn.in_proj.weight").replace(
                 "attn.in_proj_bias", "attn.in_proj.bias")
         elif key.startswith(head):
-            name = _HEAD_KEYS.get(key[len(head):])
+            name = _HEAD_KEYS.get(key[len(head):], key)
         elif key == LOGIT_SCALE_KEY and modality == "audio":
             name = "log_logit_scale"
         else:
             continue
-        out[name if name is not None else f"unknown:{key}"] = value
-    return out
+        state[name] = value
+        origin[name] = key
+    return state, origin
+
+
+def release_key(modality: str, name: str) -> str:
+    """The name in the release file of a tensor of our encoder (for messages about missing tensors)."""
+    if name == "log_logit_scale":
+        return LOGIT_SCALE_KEY
+    if name.startswith("trunk."):
+        rest = name[len("trunk."):].replace("pre_norm.", "pre_transformer_layer.0.")
+        rest = rest.replace("attn.in_proj.weight", "attn.in_proj_weight").replace("attn.in_proj.bias", "attn.in_proj_bias")
+        return f"modality_trunks.{modality}.{rest}"
+    heads = {ours: theirs for theirs, ours in _HEAD_KEYS.items()}
+    if name in heads:
+        return f"modality_heads.{modality}.{heads[name]}"
+    if name == "patch_embed.weight":
+        return f"modality_preprocessors.{modality}.rgbt_stem." + ("proj.1.weight" if modality == "vision" else "proj.weight")
+    pre = {ours: theirs for theirs, ours in _PREPROCESSOR_KEYS.items() if not theirs.startswith("rgbt_stem.proj")}
+    return f"modality_preprocessors.{modality}.{pre.get(name, name)}"
