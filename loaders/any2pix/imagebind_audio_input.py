@@ -8,17 +8,17 @@ As facebookresearch/ImageBind @ 3fcf5c9039de97f6ff5528ee4a9dce903c5979b3 `imageb
 2. three 2 s clips from `pytorchvideo.data.clip_sampling.ConstantClipsPerVideoSampler(2, 3)`: clip i covers
    samples `[int(start_i * 16000), int((start_i + 2) * 16000))` with `start_i = i * spacing`, computed with
    `fractions.Fraction` from `max(duration - 2, 0)` as the sampler does. The spacing depends on the pytorchvideo
-   version: PyPI's 0.1.5 (what InstructAny2Pix installs: its requirements name `pytorchvideo` unpinned, and the
-   parity fixture was produced with it) divides by the number of clips (`CLIP_SPACING_PYPI_0_1_5`, the default:
-   the last `max_start / 3` seconds are never read); the commit ImageBind's requirements pin
-   (facebookresearch/pytorchvideo 28fe037, after "Bug fix in Constant clip sampler" 9368f30) divides by
-   clips - 1 (`CLIP_SPACING_IMAGEBIND_PIN`, the last clip ends at the end). Audio shorter than 2 s gives
-   three identical clips of the whole audio;
+   version: PyPI's 0.1.5, the last release (January 2022), is what InstructAny2Pix installs (its requirements.txt
+   names `pytorchvideo` unpinned and ImageBind is installed with `--no-deps`); it divides by the number of clips
+   (`CLIP_SPACING_PYPI_0_1_5`, the default: the last `max_start / 3` seconds are never read). The commit
+   ImageBind's requirements pin (facebookresearch/pytorchvideo 28fe037, after "Bug fix in Constant clip sampler"
+   9368f30) divides by clips - 1 (`CLIP_SPACING_IMAGEBIND_PIN`: the last clip ends at the end of the audio).
+   Audio shorter than 2 s gives three identical clips of the whole audio;
 3. per clip, `waveform -= waveform.mean()` **in place** on a view of the shared resampled waveform, so
    overlapping clips see the offsets subtracted by earlier clips, the mean taken over all channels. Reproduced:
    Kaldi removes the DC offset per frame anyway, but the rounding of the shifted samples is visible in the log
-   energies of near-silent mel bands (on the fixture's 8 kHz WAV, whose bands above 4 kHz are empty after
-   resampling, subtracting each clip's own mean instead moves clips 2 and 3 by up to 0.31 after normalisation);
+   energies of near-silent mel bands (for an 8 kHz recording, whose bands above 4 kHz are empty after
+   resampling, subtracting each clip's own mean instead moved clips 2 and 3 by up to 0.31 after normalisation);
 4. `torchaudio.compliance.kaldi.fbank(htk_compat=True, sample_frequency=16000, use_energy=False,
    window_type="hanning", num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10)`, which reads the
    first channel only (`channel=-1` -> 0): [frames, 128] -> [128, frames], zero-padded or cut to 204 frames
