@@ -113,7 +113,7 @@ def load_imagebind(
     imagebind_huge's. Raises `ImageBindFileError` naming the file, what was expected and found, and the fix.
     """
     path = Path(path)
-    tensors = read_encoder_tensors(path)
+    tensors = read_encoder_tensors(path, dtype)
     args, args_file = read_constructor_args(path, None if kwargs_file is None else Path(kwargs_file))
     config = ImageBindConfig.from_shapes({k: tuple(v.shape) for k, v in tensors.items()}, args, path, args_file)
     with torch.device("meta"):
@@ -124,7 +124,6 @@ def load_imagebind(
             # a frozen buffer, log(20) as ImageBind stores it; absent only from files re-saved without buffers
             state["log_logit_scale"] = torch.tensor(math.log(AUDIO_LOGIT_SCALE), dtype=torch.float32)
         _check_state(path, modality, encoder, state, origin)
-        state = {k: v.to(dtype) if k != "log_logit_scale" else v.float() for k, v in state.items()}
         encoder.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False).to(device)
 

@@ -78,14 +78,21 @@ def is_our_key(key: str) -> bool:
         "modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors"))
 
 
-def read_encoder_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """The vision and audio tensors of an ImageBind state dict (`.pth`/`.pt`/`.bin` or `.safetensors`), CPU."""
+def _own(key: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A copy in its own storage, cast to `dtype` (the frozen logit-scale buffer stays fp32)."""
+    target = torch.float32 if key == LOGIT_SCALE_KEY else dtype
+    return tensor.to(target, copy=True) if tensor.is_floating_point() else tensor.clone()
+
+
+def read_encoder_tensors(path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The vision and audio tensors of an ImageBind state dict (`.pth`/`.pt`/`.bin` or `.safetensors`), on the CPU
+    in `dtype`; the other modalities are not read (the `.pth` is memory-mapped)."""
     if not path.is_file():
         raise ImageBindFileError(path, "ImageBind's weight file", "nothing at this path", _fix_weights())
     if path.suffix == ".safetensors":
         with open_safetensors(path, ImageBindFileError) as handle:
             keys = list(handle.keys())
-            tensors = {k: handle.get_tensor(k) for k in keys if is_our_key(k)}
+            tensors = {k: _own(k, handle.get_tensor(k), dtype) for k in keys if is_our_key(k)}
     else:
         state = load_torch_file(
             path, ImageBindFileError, mmap=zipfile.is_zipfile(path),
@@ -97,7 +104,7 @@ def read_encoder_tensors(path: Path) -> dict[str, torch.Tensor]:
                 found += f" with keys {list(state)[:5]}"
             raise ImageBindFileError(path, "ImageBindModel's state dict (a dict of tensors)", found, _fix_weights())
         keys = list(state)
-        tensors = {k: v.contiguous().clone() for k, v in state.items() if is_our_key(k)}
+        tensors = {k: _own(k, v, dtype) for k, v in state.items() if is_our_key(k)}
     for modality, required in _REQUIRED.items():
         missing = [k for k in required if k not in tensors]
         if missing:
