@@ -3,7 +3,8 @@
 Reference: jacklishufan/InstructAny2Pix @ d11e49b, `instructany2pix/pipeline.py`:
 - `forward_llm`: `aux_info = aux_info / (aux_info.norm(dim=-1, keepdim=True) + 1e-9) * 20`;
 - `__call__`: `latent_la = base_embed * h[0] + image_embeds * h[1] + y[0] / y[0].norm() * 20.0 * h[2]`, then
-  `latent_la / latent_la.norm() * norm` (norms over the whole tensor, batch 1; fixture README quirk 14);
+  `latent_la / latent_la.norm() * norm` (norms over the whole tensor, batch 1; fixture README quirk 14); `y` is
+  `generate_diffusion`'s return tuple, so `y[0]` is the refined embedding [1, 1, D];
   `image_embeds` enters raw (not renormalised, quirk 6); the prior is fed `image_embeds / |image_embeds| * 100`.
 Defaults of `__call__` vs the Gradio demo (`serve.py` sliders) are the two presets below.
 """
@@ -52,8 +53,8 @@ def fuse(base_embed: torch.Tensor, image_embeds: torch.Tensor, y: torch.Tensor,
          h: tuple[float, float, float] = REFERENCE.h, norm: float = REFERENCE.norm) -> torch.Tensor:
     """The fused embedding `latent_la` [1, 1, D].
 
-    base_embed [D] or [1, D]; image_embeds [1, 1, D] (raw predictor output); y [1, 1, D] (prior output).
+    base_embed [D] or [1, D]; image_embeds [1, 1, D] (raw predictor output); y [1, 1, D] (prior output,
+    the reference's `y[0]`).
     """
-    y0 = y[0]
-    latent = base_embed * h[0] + image_embeds * h[1] + y0 / y0.norm() * PRIOR_OUTPUT_NORM * h[2]
+    latent = base_embed * h[0] + image_embeds * h[1] + y / y.norm() * PRIOR_OUTPUT_NORM * h[2]
     return latent / latent.norm() * norm

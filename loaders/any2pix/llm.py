@@ -147,3 +147,16 @@ class Any2PixLLM(nn.Module):
     def predict_embedding(self, hidden: torch.Tensor) -> torch.Tensor:
         """`vae_predictor_image` of last-layer states [..., H] -> embeddings [..., D]."""
         return self.vae_predictor_image(hidden)
+
+    @torch.no_grad()
+    def hidden_states(self, inputs_embeds: torch.Tensor) -> list[torch.Tensor]:
+        """transformers' `output_hidden_states` of one full forward: [inputs_embeds, after layer 0, ...,
+        after layer L-2, final-norm output], each [B, T, H] (L + 1 entries)."""
+        captured: list[torch.Tensor] = []
+        hooks = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out)) for layer in self.llm.layers]
+        try:
+            final = self.llm(inputs_embeds)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return [inputs_embeds, *captured[:-1], final]
