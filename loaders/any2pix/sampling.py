@@ -98,6 +98,8 @@ def next_token(logits: torch.Tensor, settings: SamplingSettings, generator: torc
     if settings.greedy:
         return int(logits.argmax(dim=-1)[0])
     probs = torch.softmax(warp_scores(logits.float(), settings), dim=-1)
+    if generator is not None:
+        probs = probs.to(generator.device)  # a CPU generator gives the same draws whatever device the LLM is on
     return int(torch.multinomial(probs, num_samples=1, generator=generator)[0, 0])
 
 
