@@ -1,9 +1,20 @@
-"""LLaMA decoder shared by the model families, numerically as transformers 4.28's LlamaModel (SmartEdit: LLaMA-1).
+"""LLaMA decoder shared by the model families, numerically as transformers 4.28's LlamaModel (SmartEdit: LLaMA-1)
+or, with `LlamaConfig(norm_output="input")`, as 4.34's (InstructAny2Pix: LLaMA-2 / Vicuna-1.5).
 
 transformers 4.28.1 is SmartEdit's pin: rotate-half RoPE with cos/sin built in fp32 and cast to the
 activation dtype, RMSNorm computed in fp32, softmax in fp32, no biases, SiLU-gated MLP. Written here in
 plain torch (instead of a transformers class) so the numerics do not move with the installed
 transformers version, and so decoding can use a preallocated KV cache.
+
+transformers 4.34.1 (jacklishufan/InstructAny2Pix's pin) differs from 4.28.1 in three places
+(`models/llama/modeling_llama.py` of both releases):
+- `LlamaRMSNorm.forward` casts the normalised fp32 activations back to the INPUT dtype (4.28: to the
+  weight's dtype when that is fp16/bf16): `norm_output="input"` vs `"weight"`. Equal when the weight and
+  the activations share a dtype; different when, e.g., fp16-stored norms meet fp32 activations.
+- `LlamaRotaryEmbedding` takes its base from `config.rope_theta` (4.28: fixed 10000): `rope_theta`.
+- `inv_freq` is a non-persistent buffer (not in the 4.34 weight files): loaders compute it with
+  `rope_inv_freq(head_dim, rope_theta)`.
+LLaMA-2's `rms_norm_eps` (1e-5) comes from config.json like LLaMA-1's (1e-6).
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ class LlamaConfig:
     intermediate: int
     vocab: int
     rms_eps: float = 1e-6  # LLaMA-1 / LLaVA-1.1 config rms_norm_eps
+    rope_theta: float = ROPE_THETA  # config.json rope_theta (transformers >= 4.34)
+    norm_output: str = "weight"  # RMSNorm result dtype: "weight" (4.28) or "input" (4.34)
 
     @property
     def head_dim(self) -> int:
@@ -32,12 +45,20 @@ class LlamaConfig:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, output: str = "weight") -> None:
         super().__init__()
+        if output not in ("weight", "input"):
+            raise ValueError(f"RMSNorm output must be 'weight' (transformers 4.28) or 'input' (4.34), not {output!r}")
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output == "input":
+            # transformers 4.34 LlamaRMSNorm: normalise in fp32, cast back to the input dtype, then scale
+            x32 = x.to(torch.float32)
+            x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+            return self.weight * x32.to(x.dtype)
         # transformers 4.28 LlamaRMSNorm: variance in fp32, then back to the weight's half dtype
         variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
         x = x * torch.rsqrt(variance + self.eps)
@@ -46,9 +67,9 @@ class RMSNorm(nn.Module):
         return self.weight * x
 
 
-def rope_inv_freq(head_dim: int) -> torch.Tensor:
-    """[head_dim / 2] inverse frequencies, as 4.28 LlamaRotaryEmbedding (stored in the release LLM file)."""
-    return 1.0 / (ROPE_THETA ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+def rope_inv_freq(head_dim: int, theta: float = ROPE_THETA) -> torch.Tensor:
+    """[head_dim / 2] inverse frequencies, as 4.28/4.34 LlamaRotaryEmbedding (4.28 stores them in the LLM file)."""
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -128,8 +149,8 @@ class LlamaLayer(nn.Module):
         super().__init__()
         self.self_attn = LlamaAttention(config)
         self.mlp = LlamaMLP(config)
-        self.input_layernorm = RMSNorm(config.hidden, config.rms_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden, config.rms_eps)
+        self.input_layernorm = RMSNorm(config.hidden, config.rms_eps, config.norm_output)
+        self.post_attention_layernorm = RMSNorm(config.hidden, config.rms_eps, config.norm_output)
 
     def forward(self, x, cos, sin, cache, layer):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
@@ -148,9 +169,9 @@ class LlamaLM(nn.Module):
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab, config.hidden)
         self.layers = nn.ModuleList(LlamaLayer(config) for _ in range(config.layers))
-        self.norm = RMSNorm(config.hidden, config.rms_eps)
+        self.norm = RMSNorm(config.hidden, config.rms_eps, config.norm_output)
         self.lm_head = nn.Linear(config.hidden, config.vocab, bias=False)
-        self.register_buffer("inv_freq", rope_inv_freq(config.head_dim), persistent=True)
+        self.register_buffer("inv_freq", rope_inv_freq(config.head_dim, config.rope_theta), persistent=True)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         weight = self.embed_tokens.weight

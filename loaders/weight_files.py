@@ -53,3 +53,26 @@ def open_safetensors(path: Path, error: type[ModelFileError]) -> Iterator:
             f"an unreadable file ({err}); it is {path.stat().st_size} bytes, probably truncated",
             REDOWNLOAD,
         ) from err
+
+
+def read_weight_file(path: Path, error: type[ModelFileError], keep=None, dtype: torch.dtype | None = None,
+                     *, expected_object: str = "a dict of tensors", pickle_fix: str = REDOWNLOAD) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` or `torch.save` (`.bin`/`.pt`/`.pth`, read with ``weights_only=True``) file.
+
+    keep: optional predicate on the key; dtype: floating tensors are cast to it while read.
+    A missing file, an unreadable one or a `.bin` that is not a flat dict of tensors raises ``error``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(path, expected_object, "nothing at this path", "check the folder and the file name")
+
+    def take(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if dtype is not None and t.is_floating_point() and t.dtype != dtype else t
+
+    if path.suffix == ".safetensors":
+        with open_safetensors(path, error) as handle:
+            return {k: take(handle.get_tensor(k)) for k in handle.keys() if keep is None or keep(k)}
+    state = load_torch_file(path, error, expected_object=expected_object, pickle_fix=pickle_fix)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise error(path, expected_object, f"an object of type {type(state).__name__}", pickle_fix)
+    return {k: take(v) for k, v in state.items() if keep is None or keep(k)}

@@ -1,0 +1,143 @@
+"""Loading the InstructAny2Pix LLM folder (`ckpts/llm-retrained/`), as the reference's `build_lm` reads it.
+
+Layout (a transformers `save_pretrained` folder, jacklishufan/InstructAny2Pix @ d11e49b `pipeline.py`):
+`config.json` (`model_type: instructany2pix`), `generation_config.json`, the weights as `model.safetensors`,
+`pytorch_model.bin`, or shards named by `model.safetensors.index.json` / `pytorch_model.bin.index.json`
+(`weight_map`), and `tokenizer/`. Keys `model.*` and `lm_head.weight`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ModelFileError
+from ..llama import rope_inv_freq
+from ..weight_files import read_weight_file
+from .llm import PREDICTOR, PROJECTOR, Any2PixLLM, Any2PixLLMConfig
+from .tokenizer import Any2PixTokenizer
+
+MODEL_TYPE = "instructany2pix"  # InstructAny2PixLMConfig.model_type (any2pix_llama.py)
+SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+RELEASE_FIX = "point the loader at the InstructAny2Pix `llm-retrained` folder (config.json, weights, tokenizer/)"
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelFileError(path, "a JSON file", f"invalid JSON ({err})", "restore the file from the release") from err
+
+
+def read_llm_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelFileError(folder, "an LLM folder with config.json", "no config.json", RELEASE_FIX)
+    config = _json(path)
+    if config.get("model_type") != MODEL_TYPE:
+        raise ModelFileError(
+            path, f"model_type {MODEL_TYPE!r} (InstructAny2PixLMConfig)", f"model_type {config.get('model_type')!r}",
+            RELEASE_FIX + "; a plain Vicuna/LLaMA has no vae_projector_image / vae_predictor_image",
+        )
+    return config
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of the folder: one single file, or the shards of an index (safetensors first)."""
+    for name in INDEX_FILES:
+        index = folder / name
+        if index.is_file():
+            weight_map = _json(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ModelFileError(index, "a shard index with a `weight_map`", "no weight_map", "re-download the index file")
+            shards = [folder / f for f in sorted(set(weight_map.values()))]
+            missing = [s.name for s in shards if not s.is_file()]
+            if missing:
+                raise ModelFileError(
+                    index, f"the {len(shards)} shards it names", f"{len(missing)} missing: {', '.join(missing[:4])}",
+                    "download every shard listed in the index into the same folder",
+                )
+            return shards
+    for name in SINGLE_FILES:
+        if (folder / name).is_file():
+            return [folder / name]
+    raise ModelFileError(
+        folder, "LLM weights: model.safetensors, pytorch_model.bin or a sharded index (*.index.json)",
+        "none of them", RELEASE_FIX,
+    )
+
+
+def _needed(key: str) -> bool:
+    if key == "lm_head.weight":
+        return True
+    if not key.startswith("model."):
+        return False
+    rest = key[len("model."):]
+    return rest.startswith(("embed_tokens.", "layers.", "norm.", PROJECTOR + ".", PREDICTOR + ".")) and "rotary_emb" not in rest
+
+
+def read_llm_state(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for file in weight_files(folder):
+        state.update(read_weight_file(file, ModelFileError, _needed, dtype, expected_object="a dict of LLM tensors"))
+    return state
+
+
+def _module_state(state: dict[str, torch.Tensor], config: Any2PixLLMConfig) -> dict[str, torch.Tensor]:
+    """File keys -> `Any2PixLLM` keys (`model.X` -> `llm.X`, head, projector/predictor, computed inv_freq)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key == "lm_head.weight":
+            out["llm.lm_head.weight"] = value
+            continue
+        rest = key[len("model."):]
+        if rest.startswith((PROJECTOR + ".", PREDICTOR + ".")):
+            name, _, param = rest.partition(".")
+            out[f"{name}.0.{param}" if config.depth == 1 else f"{name}.{param}"] = value
+        else:
+            out["llm." + rest] = value
+    # transformers 4.34 keeps inv_freq out of the weight file (persistent=False); computed in fp32 as it does
+    out["llm.inv_freq"] = rope_inv_freq(config.llama.head_dim, config.llama.rope_theta)
+    return out
+
+
+def load_llm(
+    folder: str | Path, dtype: torch.dtype = torch.float32, operations=nn
+) -> tuple[Any2PixLLM, Any2PixTokenizer]:
+    """The LLM (on CPU, in `dtype`) and its tokenizer from an `llm-retrained` folder.
+
+    Checks at load time: model_type, tensor names and shapes, tokenizer length vs embedding rows.
+    """
+    folder = Path(folder)
+    config_json = read_llm_config(folder)
+    state = read_llm_state(folder, dtype)
+    config = Any2PixLLMConfig.from_files(config_json, {k: tuple(v.shape) for k, v in state.items()}, folder)
+    tokenizer = Any2PixTokenizer(folder / "tokenizer")
+    if tokenizer.vocab_size != config.llama.vocab:
+        raise ModelFileError(
+            folder / "tokenizer", f"a tokenizer of {config.llama.vocab} tokens (the embedding rows of the weights)",
+            f"{tokenizer.vocab_size} tokens", "use the tokenizer/ folder saved with these LLM weights",
+        )
+    with torch.device("meta"):
+        model = Any2PixLLM(config, operations)
+    module_state = _module_state(state, config)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(module_state)), sorted(set(module_state) - expected)
+    if missing or unexpected:
+        raise ModelFileError(
+            folder, "the LLaMA decoder, lm_head, vae_projector_image and vae_predictor_image tensors of "
+            f"a {config.depth}-layer projector", f"missing {missing[:4]}, unexpected {unexpected[:4]}", RELEASE_FIX,
+        )
+    model.load_state_dict(module_state, strict=True, assign=True)
+    model.llm.inv_freq = model.llm.inv_freq.float()
+    return model.eval(), tokenizer
+
+
+def read_generation_config(folder: str | Path) -> dict:
+    """`generation_config.json` of the LLM folder ({} when absent: transformers' GenerationConfig defaults)."""
+    path = Path(folder) / "generation_config.json"
+    return _json(path) if path.is_file() else {}
