@@ -1,13 +1,21 @@
 """InstructAny2Pix (jacklishufan/InstructAny2Pix @ d11e49be50f0dde117ce99b58f6b7aab5dc9bddf) in plain torch.
 
 Stages (fixture README numbering): 1 refinement prior (`prior*.py`, `gpt2.py`, `clip_text.py`); 2 the LLM
-(`llm*.py`, `tokenizer.py`, `sampling.py`, `answer.py`); 3 ImageBind (`imagebind*.py`, separate); 4 fusion
+(`llm*.py`, `tokenizer.py`, `sampling.py`, `answer.py`); 3 ImageBind (`imagebind*.py`); 4 fusion
 (`fusion.py`); 5 the two-view IP-Adapter projection (`ip_projection.py`); 6 DDIM inversion math and the mix
 (`inversion.py`). Instruction markers: `markers.py`. No ComfyUI import.
 """
 
 from .answer import AnswerError, BaseChoice, choose_base
 from .fusion import DEMO, PRESETS, REFERENCE, FusionSettings, fuse, prior_input, renormalize_inputs
+from .imagebind import (
+    ImageBind,
+    comfy_audio_rows,
+    embed_audios,
+    embed_images,
+    load_imagebind,
+)
+from .imagebind_file import ImageBindFileError
 from .inversion import (
     ddim_inversion_step,
     euler_init_noise_sigma,
@@ -27,6 +35,8 @@ from .sampling import SamplingSettings, decode_answer, warp_scores
 from .tokenizer import Any2PixTokenizer
 
 __all__ = [
+    "ImageBind", "ImageBindFileError", "comfy_audio_rows",
+    "embed_audios", "embed_images", "load_imagebind",
     "DEMO", "PRESETS", "REFERENCE", "AnswerError", "Any2PixLLM", "Any2PixLLMConfig", "Any2PixPrior",
     "Any2PixTokenizer", "BaseChoice", "FusionSettings", "GlobalLocalAdapter", "GlobalLocalImageProj", "LLMResult",
     "MarkedInstruction", "MarkerError", "PriorBundle", "PriorConfig", "PriorResult", "SamplingSettings",
