@@ -7,6 +7,7 @@ skips every item already done with the same workflow, item fields and options (t
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import pathlib
 import sys
 
@@ -140,6 +141,9 @@ def main(argv: list[str]) -> int:
             import_ray()
         elif args.workers is not None or args.gpus_per_worker is not None:
             raise ValueError("--workers and --gpus-per-worker spread items over Ray workers: add --ray local|auto")
+        if args.metrics and importlib.util.find_spec("torchmetrics") is None:
+            raise ValueError("--metrics needs torchmetrics: pip install 'lmm-edit[metrics]' (or torchmetrics>=1.6) "
+                             "into ComfyUI's Python")
         workflow = load_workflow(args.workflow)
         items = read_manifest(args.manifest)
         comfyui = find_comfyui(args.comfyui)

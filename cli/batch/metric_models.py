@@ -82,6 +82,31 @@ class _LPIPS:
         return value
 
 
+class _TensorFeatures:
+    """A CLIPModel whose get_image_features/get_text_features return the projected embeddings as tensors.
+
+    transformers >= 5 returns a BaseModelOutputWithPooling (embeddings in pooler_output), which torchmetrics
+    <= 1.9's clip_score cannot read (Lightning-AI/torchmetrics issue 3407, fixed by pull request 3408).
+    """
+
+    def __init__(self, model) -> None:
+        self.model, self.config = model, model.config
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    @staticmethod
+    def _tensor(features):
+        return features if isinstance(features, torch.Tensor) else features.pooler_output
+
+    def get_image_features(self, *args, **kwargs) -> torch.Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args, **kwargs) -> torch.Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
 def load_metric_models(clip_roots: Iterable[str | os.PathLike], clip_name: str | None = None,
                        device: torch.device | None = None) -> MetricModels:
     """CLIP from the first matching clip_vision folder, LPIPS when its backbone file is cached."""
@@ -101,7 +126,7 @@ def load_metric_models(clip_roots: Iterable[str | os.PathLike], clip_name: str |
     else:
         from transformers import CLIPModel, CLIPProcessor
 
-        model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval().to(device)
+        model = _TensorFeatures(CLIPModel.from_pretrained(str(folder), local_files_only=True).eval().to(device))
         processor = CLIPProcessor.from_pretrained(str(folder), local_files_only=True)
         models.clip = lambda: (model, processor)
         models.clip_name = folder.name

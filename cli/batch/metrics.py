@@ -105,7 +105,8 @@ def _clip(models: MetricModels, picture: Image.Image, other) -> float | str:
     as_tensor = torch.from_numpy(np.array(picture)).permute(2, 0, 1).to(models.device)  # uint8 (3, H, W)
     if isinstance(other, Image.Image):
         other = torch.from_numpy(np.array(other)).permute(2, 0, 1).to(models.device)
-    return float(clip_score(as_tensor, other, model_name_or_path=models.clip))
+    with torch.no_grad():
+        return float(clip_score(as_tensor, other, model_name_or_path=models.clip))
 
 
 def _lpips(models: MetricModels, pred: torch.Tensor, target: torch.Tensor) -> float | str:
