@@ -17,7 +17,7 @@ from .inputs import ItemInputError, read_inputs
 from .manifest import Item, ManifestError, read_manifest
 from .store import DONE, FAILED, RESULTS, ResultsStore, read_results
 from .summary import format_table, summarize, write_summary
-from .worker import ItemResult, WorkerOptions
+from .worker import ItemResult, WorkerOptions, WorkerStartError
 from .workflow import Workflow, WorkflowError, load_workflow
 
 SUMMARY = "summary.csv"
@@ -88,7 +88,7 @@ def run_batch(items: list[Item], workflow: Workflow, options: WorkerOptions, out
         return counts
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), unit="item", desc="batch", file=sys.stderr, disable=not progress)
+    bar = None
 
     def record(result: ItemResult) -> None:
         line = result.record
@@ -107,7 +107,8 @@ def run_batch(items: list[Item], workflow: Workflow, options: WorkerOptions, out
                 record(ItemResult(dict(id=item.id, hash=hashes[item.id], type=item.type, instruction=item.instruction,
                                        seed=item.seed, status=FAILED, seconds=0.0, error=str(error))))
 
-    runner = make_runner()
+    runner = make_runner()  # boots the worker(s): not counted in the bar's rate
+    bar = tqdm(total=len(todo), unit="item", desc="batch", file=sys.stderr, disable=not progress)
     try:
         for result in runner.run(tasks()):
             record(result)
@@ -161,6 +162,9 @@ def main(argv: list[str]) -> int:
         clip_name=args.clip_model, models_dir=args.models, cpu=args.cpu or not torch.cuda.is_available())
     try:
         counts = run_batch(items, workflow, options, args.out, lambda: _make_runner(args, options, workflow))
+    except (WorkflowError, WorkerStartError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished items are in {args.out / 'results.jsonl'}; run the same command again to "
               "resume", file=sys.stderr)

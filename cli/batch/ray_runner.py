@@ -8,6 +8,7 @@ Ray docs: actors (docs.ray.io/en/latest/ray-core/actors.html), ray.wait for resu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import sys
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 from .inputs import ItemInputs
 from .store import FAILED
-from .worker import EditWorker, ItemResult, WorkerOptions
+from .worker import EditWorker, ItemResult, WorkerOptions, WorkerStartError
 from .workflow import Workflow
 
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: the actor starts the next item at once
@@ -68,27 +69,34 @@ def _group_key(inputs: ItemInputs) -> tuple:
 
 class RayRunner:
     def __init__(self, address: str, options: WorkerOptions, workflow: Workflow, *, workers: int | None,
-                 gpus_per_worker: float) -> None:
+                 gpus_per_worker: float | None) -> None:
         """address: "local" (a throwaway cluster in this process), "auto" (the running cluster) or host:port."""
         self.ray = ray = import_ray()
         self.started_here = not ray.is_initialized()
         if self.started_here:
             path = os.pathsep.join(p for p in (_pack_import_path(), os.environ.get("PYTHONPATH")) if p)
             common = dict(runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False)
-            if address == "local":
+            if address == "local":  # one CPU per actor: ray.init(num_cpus=N) as Ray's local-cluster docs
                 ray.init(num_cpus=max(workers or 1, 1), num_gpus=0 if gpus_per_worker == 0 else None,
                          include_dashboard=False, **common)
             else:
                 ray.init(address=address, **common)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus_per_worker is None:
+            gpus_per_worker = 1 if gpus else 0
         if workers is None:
-            gpus = ray.cluster_resources().get("GPU", 0)
             workers = int(gpus // gpus_per_worker) if gpus_per_worker else 1
         if workers < 1:
-            raise ValueError(f"the cluster has {ray.cluster_resources().get('GPU', 0)} GPUs: no room for one worker "
-                             f"of {gpus_per_worker} GPUs (--gpus-per-worker, --workers)")
+            raise WorkerStartError(f"the cluster has {gpus} GPUs: no room for one worker of {gpus_per_worker} GPUs "
+                                   "(see --gpus-per-worker, --workers)")
+        options = dataclasses.replace(options, cpu=gpus_per_worker == 0)  # an actor without a GPU must not take one
         actor_class = ray.remote(EditActor).options(num_cpus=1, num_gpus=gpus_per_worker)
         self.actors = [actor_class.remote(options, workflow) for _ in range(workers)]
-        self.names = ray.get([actor.ready.remote() for actor in self.actors])  # a worker's boot error shows here
+        try:
+            self.names = ray.get([actor.ready.remote() for actor in self.actors])  # a worker's boot error shows here
+        except ray.exceptions.RayActorError as error:
+            self.close()
+            raise WorkerStartError(f"a Ray worker failed to start: {error}") from error
 
     def run(self, tasks: Iterable[ItemInputs]) -> Iterator[ItemResult]:
         ray = self.ray

@@ -28,6 +28,10 @@ LMM_TEXT_KEY = "lmm_edit_text"  # nodes/encode.py UI_TEXT_KEY: status lines show
 ANSWER_PREFIXES = ("LMM answer: ", "Answer: ")  # SmartEdit's and the VLM families' status lines
 
 
+class WorkerStartError(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     comfyui: str
@@ -97,7 +101,7 @@ class EditWorker:
             session = ComfySession(options.comfyui, output_dir=self.scratch / "output",
                                    input_dir=self.scratch / "input", temp_dir=self.scratch / "temp", cpu=options.cpu)
             if not session.pack_loaded:
-                raise RuntimeError("LMM Edit failed to load as a ComfyUI custom node (see the log above)")
+                raise WorkerStartError("LMM Edit failed to load as a ComfyUI custom node (see the log above)")
             import comfy.utils
 
             comfy.utils.set_progress_bar_enabled(False)  # the batch's own bar counts items; no per-step bars
@@ -194,4 +198,6 @@ class EditWorker:
                             size=self.options.metrics_size or None)
 
     def close(self) -> None:
+        for name in self._staged:
+            (self.input_dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.scratch, ignore_errors=True)

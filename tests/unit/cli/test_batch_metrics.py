@@ -12,6 +12,7 @@ from PIL import Image
 
 from lmm_edit.cli.batch.metric_models import find_clip_folder, load_metric_models
 from lmm_edit.cli.batch.metrics import EMPTY_MASK, WHOLE_MASK, edit_metrics
+from tiny_clip import write_tiny_clip
 
 SIZE = 256  # pictures already at the metrics size are compared as they are
 
@@ -104,28 +105,10 @@ def test_background_preservation_follows_smartedit_reference_procedure():
         assert ours[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
 
 
-def _write_tiny_clip(folder) -> None:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from lmm_edit.selfcheck.clip_tokenizer import write_clip_tokenizer
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=512, eos_token_id=513,
-                         pad_token_id=513),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    write_clip_tokenizer(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
 def clip_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("clip_vision")
-    _write_tiny_clip(root / "tiny-clip")
+    write_tiny_clip(root / "tiny-clip")
     return root
 
 
@@ -171,7 +154,7 @@ def test_clip_is_unavailable_without_a_clip_folder(tmp_path):
 
 
 def test_clip_folder_without_tokenizer_is_unavailable_and_says_so(tmp_path):
-    _write_tiny_clip(tmp_path / "tiny-clip")
+    write_tiny_clip(tmp_path / "tiny-clip")
     for name in ("vocab.json", "merges.txt"):
         (tmp_path / "tiny-clip" / name).unlink()
     folder, why = find_clip_folder([tmp_path])
