@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,21 +101,37 @@ def _run_in_process(comfyui, workflow_name, manifest, out, **options):
                      lambda: LocalRunner(EditWorker(worker_options, workflow, comfyui)), progress=False)
 
 
+@pytest.fixture(scope="module")
+def local_runs(comfyui, ip2p_checkpoint, self_check_models, manifest, tmp_path_factory):
+    """workflow -> (counts, output folder) of one in-process run each, shared by the tests below."""
+    runs = {}
+
+    def run(workflow):
+        if workflow not in runs:
+            out = tmp_path_factory.mktemp(f"local_{workflow}")
+            runs[workflow] = _run_in_process(comfyui, workflow, manifest, out), out
+        return runs[workflow]
+
+    return run
+
+
 @pytest.mark.parametrize("workflow", ["instructpix2pix", "smartedit"])
-def test_local_run_edits_every_item_and_records_the_broken_one(comfyui, ip2p_checkpoint, self_check_models,
-                                                                manifest, tmp_path, workflow):
-    counts = _run_in_process(comfyui, workflow, manifest, tmp_path)
+def test_local_run_edits_every_item_and_records_the_broken_one(local_runs, workflow):
+    counts, out = local_runs(workflow)
     assert counts == {"done": 5, "failed": 1, "skipped": 0}
-    latest = _check_outcome(tmp_path, _results(tmp_path))
+    latest = _check_outcome(out, _results(out))
     if workflow == "smartedit":
         assert all(latest[i]["lmm_answer"] is not None and latest[i]["token_status"] for i in GOOD)
+    else:
+        assert all(latest[i]["lmm_answer"] is None for i in GOOD)  # no LMM in InstructPix2Pix
 
 
-def test_a_second_run_skips_every_done_item_and_retries_the_failed_one(comfyui, ip2p_checkpoint, manifest,
-                                                                        tmp_path):
-    _run_in_process(comfyui, "instructpix2pix", manifest, tmp_path)
-    counts = _run_in_process(comfyui, "instructpix2pix", manifest, tmp_path)
+def test_a_second_run_skips_every_done_item_and_retries_the_failed_one(comfyui, local_runs, manifest, tmp_path):
+    _, first = local_runs("instructpix2pix")
+    shutil.copytree(first, tmp_path / "out")
+    counts = _run_in_process(comfyui, "instructpix2pix", manifest, tmp_path / "out")
     assert counts == {"done": 0, "failed": 1, "skipped": 5}
+    assert len(_results(tmp_path / "out")) == len(_results(first)) + 1  # only the broken item's new line
 
 
 def test_lmm_encode_runs_once_per_image_and_instruction_when_only_the_seed_changes(
