@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 from collections import deque
@@ -53,14 +54,15 @@ class EditActor:
         return self.worker.run(inputs)
 
 
-def _pack_import_path() -> str:
-    """A folder from which ``import lmm_edit`` finds this pack, for the actors' PYTHONPATH."""
+def _pack_import_path() -> tuple[str, pathlib.Path | None]:
+    """A folder from which ``import lmm_edit`` finds this pack, for the actors' PYTHONPATH, and the
+    temporary folder made for it (a checkout under another name gets a link named lmm_edit), if any."""
     pack = pathlib.Path(sys.modules[__name__.split(".")[0]].__path__[0]).resolve()
     if pack.name == "lmm_edit":
-        return str(pack.parent)
-    holder = pathlib.Path(tempfile.mkdtemp(prefix="lmm_edit_ray_path_"))  # a checkout under another name
+        return str(pack.parent), None
+    holder = pathlib.Path(tempfile.mkdtemp(prefix="lmm_edit_ray_path_"))
     (holder / "lmm_edit").symlink_to(pack, target_is_directory=True)
-    return str(holder)
+    return str(holder), holder
 
 
 def _group_key(inputs: ItemInputs) -> tuple:
@@ -73,8 +75,10 @@ class RayRunner:
         """address: "local" (a throwaway cluster in this process), "auto" (the running cluster) or host:port."""
         self.ray = ray = import_ray()
         self.started_here = not ray.is_initialized()
+        self.link_folder = None
         if self.started_here:
-            path = os.pathsep.join(p for p in (_pack_import_path(), os.environ.get("PYTHONPATH")) if p)
+            pack_path, self.link_folder = _pack_import_path()
+            path = os.pathsep.join(p for p in (pack_path, os.environ.get("PYTHONPATH")) if p)
             common = dict(runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False)
             if address == "local":  # one CPU per actor: ray.init(num_cpus=N) as Ray's local-cluster docs
                 ray.init(num_cpus=max(workers or 1, 1), num_gpus=0 if gpus_per_worker == 0 else None,
@@ -157,6 +161,8 @@ class RayRunner:
             self.ray.kill(actor)
         if self.started_here:
             self.ray.shutdown()
+        if self.link_folder is not None:
+            shutil.rmtree(self.link_folder, ignore_errors=True)
 
 
 def _failed(inputs: ItemInputs, message: str) -> ItemResult:
