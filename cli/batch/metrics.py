@@ -1,4 +1,4 @@
-"""Edit metrics with torchmetrics, following TencentARC/SmartEdit test/metrics_evaluation.py (no ComfyUI here).
+"""Edit metrics with torchmetrics, as TencentARC/SmartEdit test/metrics_evaluation.py @ 858146e (no ComfyUI here).
 
 The reference's conventions, kept: every picture is resized to ``metrics_size`` x ``metrics_size``
 (256; bicubic, the mask nearest), pixels are /255 floats, PSNR and SSIM use ``data_range=1``, LPIPS
