@@ -13,7 +13,7 @@ import sys
 
 from ..comfy_session import ComfyUINotFound, find_comfyui
 from ..edit import SELF_CHECK_STEPS
-from .inputs import ItemInputError, read_inputs
+from .inputs import ItemInputError, item_hash, read_inputs
 from .manifest import Item, ManifestError, read_manifest
 from .store import DONE, FAILED, RESULTS, ResultsStore, read_results
 from .summary import format_table, summarize, write_summary
@@ -75,8 +75,6 @@ def run_batch(items: list[Item], workflow: Workflow, options: WorkerOptions, out
               progress: bool = True) -> dict[str, int]:
     """Runs every item not yet done; returns counts (done, failed, skipped). make_runner() is called only
     when there is something to run."""
-    from .inputs import item_hash
-
     store = ResultsStore(out)
     hashes = {item.id: item_hash(workflow.graph, item, options.hashed()) for item in items}
     done = store.done_ids(hashes)
@@ -107,7 +105,11 @@ def run_batch(items: list[Item], workflow: Workflow, options: WorkerOptions, out
                 record(ItemResult(dict(id=item.id, hash=hashes[item.id], type=item.type, instruction=item.instruction,
                                        seed=item.seed, status=FAILED, seconds=0.0, error=str(error))))
 
-    runner = make_runner()  # boots the worker(s): not counted in the bar's rate
+    try:
+        runner = make_runner()  # boots the worker(s): not counted in the bar's rate
+    except BaseException:
+        store.close()
+        raise
     bar = tqdm(total=len(todo), unit="item", desc="batch", file=sys.stderr, disable=not progress)
     try:
         for result in runner.run(tasks()):
@@ -121,8 +123,6 @@ def run_batch(items: list[Item], workflow: Workflow, options: WorkerOptions, out
 
 def current_records(out: pathlib.Path, items: list[Item], workflow: Workflow, options: WorkerOptions) -> list[dict]:
     """The latest done line of each manifest item made with the current workflow and options."""
-    from .inputs import item_hash
-
     latest = {record["id"]: record for record in read_results(out / RESULTS) if "id" in record}
     records = []
     for item in items:
