@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -63,3 +64,10 @@ def test_a_user_workflow_without_the_titles_stops_the_command(tmp_path, capsys):
                                           "_meta": {"title": "Prompt"}}}))
     assert main(["batch", "--workflow", str(workflow), "--manifest", "m.jsonl", "--out", str(tmp_path)]) == 2
     assert "no node is titled 'Input image'" in capsys.readouterr().err
+
+
+def test_ray_missing_is_reported_at_the_start_with_the_extra_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as when it is not installed
+    assert main(["batch", "--workflow", "instructpix2pix", "--manifest", "m.jsonl", "--out", str(tmp_path),
+                 "--ray", "local"]) == 2
+    assert "pip install 'lmm-edit[scale]'" in capsys.readouterr().err
