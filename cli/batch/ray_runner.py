@@ -23,6 +23,7 @@ from .worker import EditWorker, ItemResult, WorkerOptions, WorkerStartError
 from .workflow import Workflow
 
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: the actor starts the next item at once
+CLOSE_TIMEOUT_S = 60  # for the actors to remove their scratch folders before they are killed
 
 
 class RayMissing(RuntimeError):
@@ -52,6 +53,9 @@ class EditActor:
 
     def run(self, inputs: ItemInputs) -> ItemResult:
         return self.worker.run(inputs)
+
+    def close(self) -> None:
+        self.worker.close()  # its scratch folder (staged pictures; the self-check's weights)
 
 
 def _pack_import_path() -> tuple[str, pathlib.Path | None]:
@@ -157,6 +161,8 @@ class RayRunner:
                 feed(other)
 
     def close(self) -> None:
+        closing = [actor.close.remote() for actor in self.actors]
+        self.ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)  # a dead actor cannot answer
         for actor in self.actors:
             self.ray.kill(actor)
         if self.started_here:
