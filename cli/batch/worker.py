@@ -97,6 +97,16 @@ class EditWorker:
     def __init__(self, options: WorkerOptions, workflow: Workflow, session: ComfySession | None = None) -> None:
         self.options, self.workflow = options, workflow
         self.scratch = pathlib.Path(tempfile.mkdtemp(prefix="lmm_edit_batch_"))
+        self.input_dir = self.scratch / "input"
+        self._staged: set[str] = set()
+        try:
+            self._boot(session)
+        except BaseException:  # a worker that cannot start leaves no scratch behind (the self-check's weights)
+            self.close()
+            raise
+
+    def _boot(self, session: ComfySession | None) -> None:
+        options, workflow = self.options, self.workflow
         if session is None:
             session = ComfySession(options.comfyui, output_dir=self.scratch / "output",
                                    input_dir=self.scratch / "input", temp_dir=self.scratch / "temp", cpu=options.cpu)
@@ -116,7 +126,6 @@ class EditWorker:
         check_prompt(self.prompt, workflow.roles)
         self.input_dir = pathlib.Path(session.folder_paths.get_input_directory())
         self._metric_models = None
-        self._staged: set[str] = set()
 
     def _install_self_check_models(self) -> None:
         from ..edit import _write_self_check_models
