@@ -1,6 +1,7 @@
 """Command line of LMM Edit: ``python -m lmm_edit <command> ...``.
 
     edit               one edit through ComfyUI, headless (a self-check on tiny weights when real ones are absent)
+    batch              a workflow over a manifest of edits, resumable, in process or on a Ray cluster (--metrics)
     locales            regenerate locales/en/nodeDefs.json from the node schemas (needs ComfyUI)
     convert-smartedit  SmartEdit release bundle -> compact per-component safetensors
 """
@@ -13,6 +14,12 @@ import sys
 
 def _edit(argv: list[str]) -> int:
     from .cli.edit import main
+
+    return main(argv)
+
+
+def _batch(argv: list[str]) -> int:
+    from .cli.batch.command import main
 
     return main(argv)
 
@@ -49,7 +56,7 @@ def _convert_smartedit(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"edit": _edit, "locales": _locales, "convert-smartedit": _convert_smartedit}
+COMMANDS = {"edit": _edit, "batch": _batch, "locales": _locales, "convert-smartedit": _convert_smartedit}
 
 
 def main(argv: list[str] | None = None) -> int:
