@@ -23,6 +23,7 @@ from .store import DONE, FAILED
 from .workflow import Workflow, WorkflowError, apply_item, check_prompt, is_ui_format
 
 OUTPUT_PREFIX = "lmm_edit_batch/item"
+SCRATCH_PREFIX = "lmm_edit_batch_"  # + "<pid>_": a worker's scratch folder (ComfyUI's folders, self-check weights)
 LMM_ENCODE = "LMMEdit_LMMEncode"
 LMM_TEXT_KEY = "lmm_edit_text"  # nodes/encode.py UI_TEXT_KEY: status lines shown on the node
 ANSWER_PREFIXES = ("LMM answer: ", "Answer: ")  # SmartEdit's and the VLM families' status lines
@@ -93,10 +94,39 @@ def error_message(error: dict | None) -> str:
     return "; ".join(parts)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_scratch_folders(root: pathlib.Path) -> list[pathlib.Path]:
+    """Removes the scratch folders of workers that are gone (killed before they could clean up); returns them."""
+    removed = []
+    for folder in root.glob(SCRATCH_PREFIX + "*_*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def make_scratch_folder() -> pathlib.Path:
+    """A new scratch folder named after this process, after removing those of dead workers on this machine."""
+    root = pathlib.Path(tempfile.gettempdir())
+    for folder in remove_stale_scratch_folders(root):
+        print(f"removed the scratch folder of a worker that was killed: {folder}", flush=True)
+    return pathlib.Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_", dir=root))
+
+
 class EditWorker:
     def __init__(self, options: WorkerOptions, workflow: Workflow, session: ComfySession | None = None) -> None:
         self.options, self.workflow = options, workflow
-        self.scratch = pathlib.Path(tempfile.mkdtemp(prefix="lmm_edit_batch_"))
+        self.scratch = make_scratch_folder()
         self.input_dir = self.scratch / "input"
         self._staged: set[str] = set()
         try:

@@ -10,16 +10,19 @@ from __future__ import annotations
 import collections
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from lmm_edit.cli.batch.worker import SCRATCH_PREFIX
 from pack_process import _ALIAS, ROOT, run_with_pack
 from tiny_clip import write_tiny_clip
 
@@ -193,8 +196,12 @@ def test_a_killed_run_resumes_without_losing_or_repeating_an_item(comfyui, manif
     before = _results(out)
     assert 2 <= len(before) < 6
 
+    killed_scratch = f"{SCRATCH_PREFIX}{started.pid}_"
+    assert list(pathlib.Path(tempfile.gettempdir()).glob(killed_scratch + "*")), "the killed run had no scratch"
     resumed = run_with_pack(MAIN, *args, cwd=tmp_path, env=_env(comfyui))
     assert resumed.returncode == 1, resumed.stderr[-3000:]  # one item failed
+    assert not list(pathlib.Path(tempfile.gettempdir()).glob(killed_scratch + "*")), "killed run's scratch left"
+    assert "removed the scratch folder of a worker that was killed" in resumed.stdout
     done_before = sum(record["status"] == "done" for record in before)
     assert f"{done_before} already done" in resumed.stdout
     records = _results(out)
