@@ -39,6 +39,15 @@ class LlamaConfig:
     rope_theta: float = ROPE_THETA  # config.json rope_theta (transformers >= 4.34)
     norm_output: str = "weight"  # RMSNorm result dtype: "weight" (4.28) or "input" (4.34)
 
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]], heads: int, rms_eps: float = 1e-6) -> LlamaConfig:
+        """Width, depth, MLP width and vocabulary from a LlamaModel's tensor shapes (keys without ``model.``);
+        the head count cannot be read from shapes and comes from the caller."""
+        vocab, hidden = shapes["embed_tokens.weight"]
+        layers = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("layers."))
+        intermediate = shapes["layers.0.mlp.gate_proj.weight"][0]
+        return cls(hidden, layers, heads, intermediate, vocab, rms_eps)
+
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads

@@ -15,9 +15,9 @@ from comfy_api.latest import io
 
 from ..kernels import MULTI_BRANCH_CROSS_ATTENTION, list_backends
 from ..loaders import model_folders
-from ..loaders.insightedit import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
-from ..loaders.insightedit.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
-from ..loaders.insightedit.image_tokens import conditional_tokens, unconditional_tokens
+from ..loaders.ip_adapter import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
+from ..loaders.ip_adapter.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
+from ..loaders.ip_adapter.image_tokens import conditional_tokens, unconditional_tokens
 from .image_branch_install import attach_image_tokens, install_image_branch, probe_attention, unet_layers, wrap_adapter
 from .socket_types import ADAPTER, INSTRUCTION
 

@@ -14,9 +14,9 @@ from comfy_api.latest import io
 from ..loaders.instruction import LMMInstruction
 from ..loaders.smartedit import TEMPLATES, SmartEditLMM, encode_instruction, template_index_for_seed
 from ..loaders.smartedit.decode import MAX_NEW_TOKENS
-from .mllm_loader import encode_for_node, mllm_bundle_of
 from .module_patchers import load_for_use
 from .socket_types import INSTRUCTION, LMM
+from .vlm_loader import encode_for_node, mllm_bundle_of
 
 AUTO_TEMPLATE = "auto (from seed)"
 # "NN: <Human line>", numbered 1..30 in the order of data/ConversationTemplateEditing_use.txt

@@ -17,8 +17,9 @@ import torch
 from comfy_api.latest import io
 
 from ..loaders import model_folders
+from ..loaders.errors import ModelFileError
 from ..loaders.ip2p.unet_keys import LDM_PREFIX
-from ..loaders.smartedit import SmartEditBundle, SmartEditLoadError, find_bundle, load_bridge, load_lmm, load_unet_ldm
+from ..loaders.smartedit import SmartEditBundle, find_bundle, load_bridge, load_lmm, load_unet_ldm
 from .bim_residual import install_bim_residual
 from .folders import list_model_subfolders, resolve_model_subfolder
 from .module_patchers import DTYPE_CHOICES, explicit_dtype, lmm_load_device, resolve_dtype, wrap_module
@@ -38,7 +39,7 @@ def load_smartedit_unet(bundle: SmartEditBundle, dtype: torch.dtype | None) -> c
     model = comfy.sd.load_diffusion_model_state_dict(state, model_options=options)
     if model is None or not isinstance(model.model, comfy.model_base.SD15_instructpix2pix):
         found = "a UNet ComfyUI does not recognise" if model is None else f"a {type(model.model).__name__} model"
-        raise SmartEditLoadError(
+        raise ModelFileError(
             bundle.unet,
             "an SD1.5 InstructPix2Pix UNet (8 input channels, 320 base channels, 768-wide cross-attention)",
             f"{found} (conv_in {list(conv_in.shape) if conv_in is not None else 'missing'})",
@@ -51,7 +52,7 @@ def load_smartedit_unet(bundle: SmartEditBundle, dtype: torch.dtype | None) -> c
 def _check_vision(lmm, clip_path: str) -> None:
     size = lmm.vision.config.image_size
     if size != CLIP_IMAGE_SIZE:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             clip_path, f"CLIP ViT-L/14 for {CLIP_IMAGE_SIZE} px images (openai/clip-vit-large-patch14)",
             f"a vision tower for {size} px images", "pick the 224 px ViT-L/14 (the 336 px one belongs to LLaVA-1.5)",
         )

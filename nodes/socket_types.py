@@ -14,5 +14,5 @@ LMM = io.Custom("LMM_EDIT_LMM")
 BRIDGE = io.Custom("LMM_EDIT_BRIDGE")
 # loaders.instruction.LMMInstruction: small CPU tensors, cached by ComfyUI between runs
 INSTRUCTION = io.Custom("LMM_EDIT_INSTRUCTION")
-# loaders.insightedit.ImageAdapter (InsightEdit IAA or IP-Adapter) in a ComfyUI ModelPatcher
+# loaders.ip_adapter.ImageAdapter (InsightEdit IAA or IP-Adapter) in a ComfyUI ModelPatcher
 ADAPTER = io.Custom("LMM_EDIT_ADAPTER")

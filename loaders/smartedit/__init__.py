@@ -6,17 +6,15 @@ Public API (what the ComfyUI nodes call):
 - `encode_instruction(lmm, image, instruction, seed=, temperature=, template=, force_image_tokens=, on_token=)`
   -> LMMInstruction.
 - `bridge_condition(bridge, instruction, (latent_h, latent_w))` -> BridgeOutput(cond, residual, attention).
-- `convert_smartedit(src, dst, dtype)`; every load error is a SmartEditLoadError.
+- `convert_smartedit(src, dst, dtype)`; every load error is a loaders.errors.ModelFileError.
 """
 
-from .bundle import SmartEditBundle, find_bundle
 from .conditioning import BridgeOutput, SmartEditBridge, bridge_condition
 from .convert import convert_smartedit
-from .encode import encode_instruction
-from .errors import SmartEditLoadError
-from .load_bridge import load_bridge
-from .load_lmm import SmartEditLMM, load_lmm
-from .loader import SmartEditModels, load_smartedit, load_unet_ldm
+from .encoder import encode_instruction
+from .files import SmartEditBundle, find_bundle
+from .lmm import SmartEditLMM
+from .load import SmartEditModels, load_bridge, load_lmm, load_smartedit, load_unet_ldm
 from .prompt import TEMPLATES, template_index_for_seed
 
 __all__ = [
@@ -24,7 +22,6 @@ __all__ = [
     "SmartEditBridge",
     "SmartEditBundle",
     "SmartEditLMM",
-    "SmartEditLoadError",
     "SmartEditModels",
     "TEMPLATES",
     "bridge_condition",

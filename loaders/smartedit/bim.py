@@ -28,6 +28,20 @@ class BIMConfig:
     unet_channels: int  # conv_in width of the UNet (320 for SD1.5)
     heads: int = BIM_HEADS
 
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]]) -> BIMConfig:
+        """Sizes from the BIM tensors' shapes (keys of the modulate-* file)."""
+        embed, text = shapes["modulate_head.weight"]
+        depth = len({k.split(".")[2] for k in shapes if k.startswith("modulate_transformer.layers.")})
+        return cls(
+            embed=embed,
+            text=text,
+            depth=depth,
+            mlp=shapes["modulate_transformer.layers.0.mlp.lin1.weight"][0],
+            internal=shapes["modulate_transformer.final_attn_token_to_image.q_proj.weight"][0],
+            unet_channels=shapes["dimension_reduction_head_zeroconv.weight"][0],
+        )
+
 
 class Attention(nn.Module):
     """SAM Attention: separate projections to `internal` width, heads, softmax(QK^T/sqrt(d)) V, out_proj."""
@@ -140,16 +154,3 @@ class BIM(nn.Module):
         self.pe_layer = PositionEmbeddingRandom(c.embed // 2)
         self.dimension_reduction_head_zeroconv = nn.Conv2d(c.embed, c.unet_channels, kernel_size=1)
         self.dimension_reduction_head_qformer_out = nn.Linear(c.embed, c.text)
-
-
-def bim_config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> BIMConfig:
-    embed, text = shapes["modulate_head.weight"]
-    depth = len({k.split(".")[2] for k in shapes if k.startswith("modulate_transformer.layers.")})
-    return BIMConfig(
-        embed=embed,
-        text=text,
-        depth=depth,
-        mlp=shapes["modulate_transformer.layers.0.mlp.lin1.weight"][0],
-        internal=shapes["modulate_transformer.final_attn_token_to_image.q_proj.weight"][0],
-        unet_channels=shapes["dimension_reduction_head_zeroconv.weight"][0],
-    )

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import SmartEditLoadError
-from .files import read_json, read_rows, read_shapes
+from ..errors import ModelFileError
+from ..weight_files import read_json, read_rows, read_shapes
 from .tokenizer import LLAVA_EXTRA_ROWS
 
 EMBED_KEY = "model.embed_tokens.weight"
@@ -46,7 +46,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (folder / single).is_file():
             return dict.fromkeys(read_shapes(folder / single), folder / single)
-    raise SmartEditLoadError(
+    raise ModelFileError(
         folder,
         "a LLaVA-1.1 folder with config.json and pytorch_model*.bin or model*.safetensors (with its index.json)",
         f"contents {sorted(p.name for p in folder.iterdir())[:12] if folder.is_dir() else 'no folder'}",
@@ -59,12 +59,12 @@ def open_llava_base(folder: str | Path) -> LlavaBase:
     folder = Path(folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise SmartEditLoadError(config_file, "the LLaVA-1.1 config.json", "no such file", LLAVA_11_FIX)
+        raise ModelFileError(config_file, "the LLaVA-1.1 config.json", "no such file", LLAVA_11_FIX)
     config = read_json(config_file)
     files = _weight_files(folder)
     projector_type = config.get("mm_projector_type", "linear")
     if projector_type != "linear" or any(k.startswith("model.mm_projector.0.") for k in files):
-        raise SmartEditLoadError(
+        raise ModelFileError(
             folder,
             "LLaVA-1.1 (one linear mm_projector, vocabulary 32003, CLIP ViT-L/14 at 224 px)",
             f"a LLaVA-1.5 or later model (mm_projector_type {projector_type!r}, "
@@ -72,7 +72,7 @@ def open_llava_base(folder: str | Path) -> LlavaBase:
             LLAVA_11_FIX,
         )
     if EMBED_KEY not in files or LM_HEAD_KEY not in files:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             folder, f"tensors {EMBED_KEY} and {LM_HEAD_KEY}", f"{len(files)} tensors without them", LLAVA_11_FIX
         )
     shape = read_shapes(files[EMBED_KEY])[EMBED_KEY]
@@ -82,14 +82,14 @@ def open_llava_base(folder: str | Path) -> LlavaBase:
 def base_rows(llava: LlavaBase, base_vocab: int, width: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows [0, V0) of LLaVA's embedding and lm_head, after checking LLaVA's vocabulary is V0 + 3."""
     if llava.rows == base_vocab:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             llava.embed_file,
             f"LLaVA-1.1's {base_vocab + LLAVA_EXTRA_ROWS}-row embedding (base vocabulary + <im_patch>, <im_start>, <im_end>)",
             f"{llava.rows} rows: a plain LLaMA/Vicuna or a LLaVA-1.5 checkpoint",
             LLAVA_11_FIX,
         )
     if llava.rows != base_vocab + LLAVA_EXTRA_ROWS or llava.width != width:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             llava.embed_file,
             f"an embedding of [{base_vocab + LLAVA_EXTRA_ROWS}, {width}] matching the SmartEdit LLM file",
             f"[{llava.rows}, {llava.width}]",

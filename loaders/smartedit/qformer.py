@@ -30,6 +30,19 @@ class QFormerConfig:
     cross_layers: tuple[int, ...]
     eps: float = BERT_LAYER_NORM_EPS
 
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]], heads: int | None = None) -> QFormerConfig:
+        """Keys without the `sd_qformer.` prefix plus `query_tokens`; heads default to width / 64 (BERT-base)."""
+        _, num_queries, hidden = shapes["query_tokens"]
+        layer_ids = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.layer.")}
+        cross = tuple(sorted(i for i in layer_ids if f"encoder.layer.{i}.crossattention.self.key.weight" in shapes))
+        encoder_width = shapes[f"encoder.layer.{cross[0]}.crossattention.self.key.weight"][1] if cross else hidden
+        intermediate = shapes["encoder.layer.0.intermediate_query.dense.weight"][0]
+        return cls(
+            hidden=hidden, layers=len(layer_ids), heads=heads or max(1, hidden // BERT_HEAD_DIM),
+            intermediate=intermediate, encoder_width=encoder_width, num_queries=num_queries, cross_layers=cross,
+        )
+
 
 class BertAttentionBlock(nn.Module):
     """`attention.self.{query,key,value}` + `attention.output.{dense,LayerNorm}` (post-LN residual)."""
@@ -95,16 +108,3 @@ class QFormer(nn.Module):
         for layer in self.encoder.layer:
             x = layer(x, states)
         return x
-
-
-def qformer_config_from_shapes(shapes: dict[str, tuple[int, ...]], heads: int | None = None) -> QFormerConfig:
-    """Keys without the `sd_qformer.` prefix plus `query_tokens`; heads default to width / 64 (BERT-base)."""
-    _, num_queries, hidden = shapes["query_tokens"]
-    layer_ids = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.layer.")}
-    cross = tuple(sorted(i for i in layer_ids if f"encoder.layer.{i}.crossattention.self.key.weight" in shapes))
-    encoder_width = shapes[f"encoder.layer.{cross[0]}.crossattention.self.key.weight"][1] if cross else hidden
-    intermediate = shapes["encoder.layer.0.intermediate_query.dense.weight"][0]
-    return QFormerConfig(
-        hidden=hidden, layers=len(layer_ids), heads=heads or max(1, hidden // BERT_HEAD_DIM),
-        intermediate=intermediate, encoder_width=encoder_width, num_queries=num_queries, cross_layers=cross,
-    )

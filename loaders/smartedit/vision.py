@@ -35,6 +35,22 @@ class ClipVisionConfig:
     eps: float = 1e-5  # CLIPVisionConfig.layer_norm_eps
     act: str = "quick_gelu"  # OpenAI CLIP
 
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]], prefix: str = "", config_json: dict | None = None) -> ClipVisionConfig:
+        """Widths and depth from the tensors; the head count from config.json when given, else width / 64."""
+        hidden, _, patch, _ = shapes[prefix + "embeddings.patch_embedding.weight"]
+        positions = shapes[prefix + "embeddings.position_embedding.weight"][0]
+        grid = math.isqrt(positions - 1)
+        layers = 1 + max(int(k[len(prefix + "encoder.layers.") :].split(".")[0]) for k in shapes if k.startswith(prefix + "encoder.layers."))
+        intermediate = shapes[prefix + "encoder.layers.0.mlp.fc1.weight"][0]
+        cfg = config_json or {}
+        cfg = cfg.get("vision_config", cfg)
+        heads = int(cfg.get("num_attention_heads", hidden // CLIP_HEAD_DIM))
+        return cls(
+            hidden=hidden, layers=layers, heads=heads, intermediate=intermediate, patch=patch, image_size=grid * patch,
+            eps=float(cfg.get("layer_norm_eps", 1e-5)), act=str(cfg.get("hidden_act", "quick_gelu")),
+        )
+
     @property
     def grid(self) -> int:
         return self.image_size // self.patch
@@ -118,21 +134,6 @@ class ClipVisionTower(nn.Module):
             x = layer(x)
         return x[:, 1:]
 
-
-def clip_config_from_shapes(shapes: dict[str, tuple[int, ...]], prefix: str, config_json: dict | None) -> ClipVisionConfig:
-    """Widths and depth from the tensors; the head count from config.json when given, else width / 64."""
-    hidden, _, patch, _ = shapes[prefix + "embeddings.patch_embedding.weight"]
-    positions = shapes[prefix + "embeddings.position_embedding.weight"][0]
-    grid = math.isqrt(positions - 1)
-    layers = 1 + max(int(k[len(prefix + "encoder.layers.") :].split(".")[0]) for k in shapes if k.startswith(prefix + "encoder.layers."))
-    intermediate = shapes[prefix + "encoder.layers.0.mlp.fc1.weight"][0]
-    cfg = config_json or {}
-    cfg = cfg.get("vision_config", cfg)
-    heads = int(cfg.get("num_attention_heads", hidden // CLIP_HEAD_DIM))
-    return ClipVisionConfig(
-        hidden=hidden, layers=layers, heads=heads, intermediate=intermediate, patch=patch, image_size=grid * patch,
-        eps=float(cfg.get("layer_norm_eps", 1e-5)), act=str(cfg.get("hidden_act", "quick_gelu")),
-    )
 
 
 def clip_state_to_tower(state: dict[str, torch.Tensor], prefix: str, tower: ClipVisionTower) -> dict[str, torch.Tensor]:

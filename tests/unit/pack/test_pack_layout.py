@@ -28,7 +28,7 @@ def test_root_package_exposes_the_v3_entrypoint_and_web_directory():
 def test_importing_the_pack_and_its_torch_code_imports_no_comfyui():
     """In a fresh interpreter: other suites of the same run may have imported ComfyUI already."""
     done = run_with_pack(
-        "import lmm_edit.kernels, lmm_edit.loaders.insightedit, lmm_edit.loaders.ip2p.guidance, "
+        "import lmm_edit.kernels, lmm_edit.loaders.ip_adapter, lmm_edit.loaders.vlm, lmm_edit.loaders.ip2p.guidance, "
         "lmm_edit.loaders.smartedit, lmm_edit.cli.edit; "
         f"print(sorted(set({COMFYUI_MODULES!r}) & set(sys.modules)))"
     )

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from .adapter_file import INSIGHTEDIT_IAA, IP_ADAPTER, IP_ADAPTER_PLUS
-from .ip_adapter import ImageAdapter
+from .files import INSIGHTEDIT_IAA, IP_ADAPTER, IP_ADAPTER_PLUS
+from .load import ImageAdapter
 
 
 def adapter_input_width(adapter: ImageAdapter) -> int:

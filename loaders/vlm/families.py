@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MLLMLoadError
+from ..errors import ModelFileError
 
 VISION_LLAVA = "llava"  # CLIP/SigLIP tower; features = hidden_states[vision_feature_layer] of the base image
 VISION_QWEN2 = "qwen2-vl"  # Qwen2-VL ViT; features = blocks' output before the 2x2 patch merger
@@ -59,11 +59,11 @@ FAMILIES_BY_MODEL_TYPE = {
 
 
 def recognise_vlm_family(folder: str | Path) -> VLMFamily:
-    """The family of the model in ``folder`` from its ``config.json`` ``model_type``; ``MLLMLoadError`` otherwise."""
+    """The family of the model in ``folder`` from its ``config.json`` ``model_type``; ``ModelFileError`` otherwise."""
     config_path = Path(folder) / "config.json"
     supported = ", ".join(f"{f.name} ({t})" for t, f in FAMILIES_BY_MODEL_TYPE.items())
     if not config_path.is_file():
-        raise MLLMLoadError(
+        raise ModelFileError(
             folder,
             "a transformers model folder with config.json",
             "no config.json",
@@ -72,11 +72,11 @@ def recognise_vlm_family(folder: str | Path) -> VLMFamily:
     try:
         model_type = json.loads(config_path.read_text()).get("model_type")
     except json.JSONDecodeError as err:
-        raise MLLMLoadError(
+        raise ModelFileError(
             config_path, "a JSON config", f"invalid JSON ({err})", "download config.json again"
         ) from err
     if model_type not in FAMILIES_BY_MODEL_TYPE:
-        raise MLLMLoadError(
+        raise ModelFileError(
             config_path,
             f"a vision-language model of a recognised family: {supported}",
             f"model_type {model_type!r}",

@@ -9,9 +9,9 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from lmm_edit.loaders.insightedit import MLLMLoadError
-from lmm_edit.loaders.insightedit.mllm import load_mllm
-from lmm_edit.loaders.insightedit.mllm_families import recognise_vlm_family
+from lmm_edit.loaders.errors import ModelFileError
+from lmm_edit.loaders.vlm.families import recognise_vlm_family
+from lmm_edit.loaders.vlm.load import load_mllm
 
 
 def test_families_are_recognised_from_model_type(tiny_llava_folder, tiny_qwen2_vl_folder):
@@ -21,7 +21,7 @@ def test_families_are_recognised_from_model_type(tiny_llava_folder, tiny_qwen2_v
 
 def test_unknown_family_names_the_config_the_model_type_and_the_supported_families(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "blip-2"}))
-    with pytest.raises(MLLMLoadError) as caught:
+    with pytest.raises(ModelFileError) as caught:
         load_mllm(tmp_path)
     message = str(caught.value)
     assert "config.json" in message and "model_type 'blip-2'" in message
@@ -30,7 +30,7 @@ def test_unknown_family_names_the_config_the_model_type_and_the_supported_famili
 
 
 def test_folder_without_config_is_refused(tmp_path):
-    with pytest.raises(MLLMLoadError, match="no config.json"):
+    with pytest.raises(ModelFileError, match="no config.json"):
         load_mllm(tmp_path)
 
 
@@ -61,7 +61,7 @@ def test_learned_mm_tokens_saved_with_the_model_are_used_as_they_are(tiny_llava_
 
     assert reloaded.mm_tokens_trained
     torch.testing.assert_close(reloaded.model.get_input_embeddings().weight[reloaded.mm_token_ids], learned)
-    with pytest.raises(MLLMLoadError, match=r"found 4 in the tokenizer.*set the number of \[MM\] tokens to 4"):
+    with pytest.raises(ModelFileError, match=r"found 4 in the tokenizer.*set the number of \[MM\] tokens to 4"):
         load_mllm(tmp_path, num_mm_tokens=8)
 
 
@@ -74,5 +74,5 @@ def test_mm_embeddings_file_sets_the_rows_and_checks_their_shape(tiny_qwen2_vl_f
     torch.testing.assert_close(bundle.model.get_input_embeddings().weight[bundle.mm_token_ids], rows)
 
     save_file({"input_embeddings": torch.zeros(3, width)}, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(MLLMLoadError, match=r"bad\.safetensors: expected input_embeddings of shape \[4, 64\]"):
+    with pytest.raises(ModelFileError, match=r"bad\.safetensors: expected input_embeddings of shape \[4, 64\]"):
         load_mllm(tiny_qwen2_vl_folder, num_mm_tokens=4, mm_embeddings=tmp_path / "bad.safetensors")

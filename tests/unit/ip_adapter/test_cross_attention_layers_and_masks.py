@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmm_edit.loaders.insightedit import cross_attention_layers, mask_to_query_weights, query_grid
+from lmm_edit.loaders.ip_adapter import cross_attention_layers, mask_to_query_weights, query_grid
 from lmm_edit.selfcheck.ip_adapter_files import SD15_LDM_UNET_CONFIG, SDXL_LDM_UNET_CONFIG
 
 

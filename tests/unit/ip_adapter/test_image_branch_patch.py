@@ -15,14 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as functional
 
-from lmm_edit.loaders.insightedit import load_image_adapter
-from lmm_edit.loaders.insightedit.image_branch_patch import (
+from lmm_edit.loaders.ip_adapter import load_image_adapter
+from lmm_edit.loaders.ip_adapter.image_branch_patch import (
     BACKEND_OPTION,
     ImageBranchPatch,
     ImageBranchSettings,
     next_branch_index,
 )
-from lmm_edit.loaders.insightedit.image_tokens import conditional_tokens, unconditional_tokens
+from lmm_edit.loaders.ip_adapter.image_tokens import conditional_tokens, unconditional_tokens
 from lmm_edit.selfcheck.ip_adapter_files import (
     TINY_CONTEXT_DIM,
     tiny_iaa_state,

@@ -17,7 +17,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.loaders import IPAdapterMixin
 from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
-from lmm_edit.loaders.insightedit import (
+from lmm_edit.loaders.ip_adapter import (
     cross_attention_layers,
     decoupled_attention,
     load_image_adapter,

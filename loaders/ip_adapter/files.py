@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ModelFileError
 from ..weight_files import load_torch_file, open_safetensors
-from .errors import AdapterFileError
 
 Sections = dict[str, dict[str, torch.Tensor]]
 
@@ -68,13 +68,13 @@ def _split_flat(flat: dict[str, torch.Tensor]) -> tuple[Sections, list[str]]:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    with open_safetensors(path, AdapterFileError) as handle:
+    with open_safetensors(path) as handle:
         return {key: handle.get_tensor(key) for key in handle.keys()}
 
 
 def _read_torch(path: Path) -> object:
     return load_torch_file(
-        path, AdapterFileError,
+        path,
         expected_object="nested dicts of tensors loadable with torch.load(weights_only=True)",
         pickle_fix="re-save the adapter as {'image_proj': {...}, 'ip_adapter': {...}} or as .safetensors",
     )
@@ -82,7 +82,7 @@ def _read_torch(path: Path) -> object:
 
 def _nested_sections(path: Path, obj: object) -> tuple[Sections, list[str]]:
     if not isinstance(obj, dict):
-        raise AdapterFileError(path, EXPECTED_LAYOUT, f"an object of type {type(obj).__name__}", "use an adapter file")
+        raise ModelFileError(path, EXPECTED_LAYOUT, f"an object of type {type(obj).__name__}", "use an adapter file")
     flat: dict[str, torch.Tensor] = {}
     sections: Sections = {}
     unknown: list[str] = []
@@ -103,12 +103,12 @@ def _nested_sections(path: Path, obj: object) -> tuple[Sections, list[str]]:
 def read_adapter_sections(path: str | Path) -> Sections:
     """``{"image_proj": {...}, "ip_adapter": {...}[, "mapper": {...}]}`` of an adapter file (CPU tensors).
 
-    Raises ``AdapterFileError`` for a missing, truncated or foreign file (one without an
+    Raises ``ModelFileError`` for a missing, truncated or foreign file (one without an
     ``ip_adapter`` section of ``to_k_ip``/``to_v_ip`` weights).
     """
     path = Path(path)
     if not path.is_file():
-        raise AdapterFileError(path, "an adapter file", "nothing at this path", "check the folder and the file name")
+        raise ModelFileError(path, "an adapter file", "nothing at this path", "check the folder and the file name")
     if path.suffix == ".safetensors":
         sections, unknown = _split_flat(_read_safetensors(path))
     else:
@@ -119,7 +119,7 @@ def read_adapter_sections(path: str | Path) -> Sections:
         found_text = "; ".join(f"{name}: {_key_sample(keys)}" for name, keys in found.items())
         if unknown:
             found_text = (found_text + "; " if found_text else "") + f"other entries: {_key_sample(unknown)}"
-        raise AdapterFileError(
+        raise ModelFileError(
             path,
             EXPECTED_LAYOUT,
             found_text or "an empty file",
@@ -130,7 +130,7 @@ def read_adapter_sections(path: str | Path) -> Sections:
 
 
 def recognise_adapter_family(sections: Sections, path: str | Path) -> str:
-    """One of ``FAMILIES`` from the section keys, or ``AdapterFileError`` naming what the file is."""
+    """One of ``FAMILIES`` from the section keys, or ``ModelFileError`` naming what the file is."""
     image_proj = set(sections.get("image_proj", {}))
     has_lora = any("_lora." in k for k in sections.get("ip_adapter", {}))
     refused = None
@@ -141,7 +141,7 @@ def recognise_adapter_family(sections: Sections, path: str | Path) -> str:
     elif "proj.0.weight" in image_proj or has_lora:
         refused = "an IP-Adapter FaceID file (insightface embeddings, LoRA keys)"
     if refused is not None:
-        raise AdapterFileError(
+        raise ModelFileError(
             path,
             f"one of the families {', '.join(FAMILIES)}",
             refused,
@@ -150,7 +150,7 @@ def recognise_adapter_family(sections: Sections, path: str | Path) -> str:
         )
     if "mapper" in sections:
         if image_proj != BASIC_PROJ_KEYS:
-            raise AdapterFileError(
+            raise ModelFileError(
                 path,
                 "an InsightEdit IAA: mapper.* plus image_proj.proj.weight/bias and image_proj.norm.weight/bias",
                 f"mapper keys with image_proj {_key_sample(list(image_proj))}",
@@ -161,6 +161,6 @@ def recognise_adapter_family(sections: Sections, path: str | Path) -> str:
         return IP_ADAPTER
     if {"latents", "proj_in.weight", "proj_out.weight", "norm_out.weight"} <= image_proj:
         return IP_ADAPTER_PLUS
-    raise AdapterFileError(
+    raise ModelFileError(
         path, EXPECTED_LAYOUT, f"image_proj {_key_sample(list(image_proj))}", "use an IP-Adapter or IAA file"
     )

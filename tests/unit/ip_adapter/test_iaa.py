@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from lmm_edit.loaders.insightedit import (
+from lmm_edit.loaders.ip_adapter import (
     INPUT_MM_HIDDEN_STATES,
     INSIGHTEDIT_IAA,
     ImageAlignmentAdapter,

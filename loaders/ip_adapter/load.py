@@ -19,7 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .adapter_file import (
+from ..errors import ModelFileError
+from .cross_attention_layers import CrossAttentionLayer, weight_module_key
+from .decoupled_attention import ImageBranch
+from .files import (
     INSIGHTEDIT_IAA,
     IP_ADAPTER,
     IP_ADAPTER_PLUS,
@@ -27,9 +30,6 @@ from .adapter_file import (
     read_adapter_sections,
     recognise_adapter_family,
 )
-from .cross_attention_layers import CrossAttentionLayer, weight_module_key
-from .decoupled_attention import ImageBranch
-from .errors import AdapterFileError
 from .iaa import ImageAlignmentAdapter
 from .image_projection import ImageProjModel, Resampler
 
@@ -49,7 +49,7 @@ def _layer_weights(sections: Sections, path: Path) -> tuple[list[torch.Tensor], 
     numbers = sorted(int(k.split(".")[0]) for k in layers if k.endswith(".to_k_ip.weight"))
     expected = [int(weight_module_key(n)) for n in range(len(numbers))]
     if numbers != expected:
-        raise AdapterFileError(
+        raise ModelFileError(
             path,
             f"ip_adapter.<2n+1>.to_k_ip.weight for n = 0..{len(numbers) - 1} (1, 3, 5, ...)",
             f"layer numbers {numbers[:20]}",
@@ -60,7 +60,7 @@ def _layer_weights(sections: Sections, path: Path) -> tuple[list[torch.Tensor], 
         k_key, v_key = f"{number}.to_k_ip.weight", f"{number}.to_v_ip.weight"
         if v_key not in layers or layers[v_key].shape != layers[k_key].shape or layers[k_key].dim() != 2:
             found = tuple(layers[v_key].shape) if v_key in layers else "nothing"
-            raise AdapterFileError(
+            raise ModelFileError(
                 path,
                 f"ip_adapter.{v_key} shaped like ip_adapter.{k_key} {tuple(layers[k_key].shape)}",
                 str(found),
@@ -81,7 +81,7 @@ def _projection(family: str, sections: Sections, path: Path) -> nn.Module:
         module.load_state_dict(image_proj, strict=True, assign=True)  # keeps the file dtype
         return module
     except (ValueError, RuntimeError, KeyError) as err:
-        raise AdapterFileError(
+        raise ModelFileError(
             path,
             f"a consistent {family} image projection (image_proj/mapper shapes that chain)",
             str(err).splitlines()[0][:300],
@@ -137,11 +137,11 @@ class ImageAdapter(nn.Module):
         return ImageBranch(tokens, self.to_k_ip[layer_index], self.to_v_ip[layer_index], weight, mask)
 
     def check_unet(self, layers: Sequence[CrossAttentionLayer], context_dim: int) -> None:
-        """Raise ``AdapterFileError`` unless this adapter fits a UNet with these attn2 layers and text width."""
+        """Raise ``ModelFileError`` unless this adapter fits a UNet with these attn2 layers and text width."""
         expected = tuple(layer.channels for layer in layers)
         if self.context_dim != context_dim or self.layer_channels != expected:
             kind = "SDXL" if self.context_dim == 2048 else "SD1.5" if self.context_dim == 768 else "another"
-            raise AdapterFileError(
+            raise ModelFileError(
                 self.path,
                 f"an adapter for this UNet: {len(expected)} cross-attention layers with channels "
                 f"{_channels_text(expected)} over a {context_dim}-wide text context",
@@ -165,7 +165,7 @@ def _channels_text(channels: Sequence[int]) -> str:
 def load_image_adapter(path: str | Path) -> ImageAdapter:
     """Read an IP-Adapter (base / Plus) or InsightEdit IAA file (``.safetensors`` or ``.bin``) into an ``ImageAdapter``.
 
-    Raises ``AdapterFileError`` naming the file, the expected layout and what was found for an
+    Raises ``ModelFileError`` naming the file, the expected layout and what was found for an
     unreadable, truncated, foreign or inconsistent file.
     """
     path = Path(path)
@@ -174,7 +174,7 @@ def load_image_adapter(path: str | Path) -> ImageAdapter:
     to_k, to_v = _layer_weights(sections, path)
     projection = _projection(family, sections, path)
     if to_k[0].shape[1] != projection.context_dim or any(w.shape[1] != to_k[0].shape[1] for w in to_k):
-        raise AdapterFileError(
+        raise ModelFileError(
             path,
             f"every to_k_ip/to_v_ip taking the {projection.context_dim}-wide image tokens the projection makes",
             f"in-features {sorted({w.shape[1] for w in to_k})}",

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from transformers import LlavaNextProcessor, LlavaProcessor
 
-from lmm_edit.loaders.insightedit.mllm import load_mllm
-from lmm_edit.loaders.insightedit.mllm_encode import encode_instruction, split_answer
+from lmm_edit.loaders.vlm.encoder import encode_instruction, split_answer
+from lmm_edit.loaders.vlm.load import load_mllm
 
 INSTRUCTION = "make the cup on the left red"
 R = 4  # [MM] tokens in these tests

@@ -1,6 +1,6 @@
 """LMMEdit_MLLMLoader: a transformers vision-language model folder -> LMM_EDIT_LMM for LMMEdit_LMMEncode.
 
-The work is in ``loaders/insightedit/mllm.py`` (family from ``config.json``, learned ``[MM]`` tokens).
+The work is in ``loaders/vlm/load.py`` (family from ``config.json``, learned ``[MM]`` tokens).
 Here: the folder picker (``models/lmm_edit/mllm/<name>/``), the dtype policy shared with the SmartEdit
 loader, and the model as a ComfyUI ModelPatcher, so ComfyUI moves it to the text-encoder device for
 encoding and offloads it for the UNet.
@@ -15,14 +15,14 @@ import torch
 from comfy_api.latest import io
 
 from ..loaders import model_folders
-from ..loaders.insightedit import (
+from ..loaders.instruction import LMMInstruction
+from ..loaders.vlm import (
     DEFAULT_NUM_MM_TOKENS,
     FAMILIES_BY_MODEL_TYPE,
     MLLMBundle,
     encode_instruction,
     load_mllm,
 )
-from ..loaders.instruction import LMMInstruction
 from .folders import list_model_subfolders, resolve_model_subfolder
 from .module_patchers import DTYPE_CHOICES, lmm_load_device, load_for_use, resolve_dtype, wrap_module
 from .socket_types import LMM

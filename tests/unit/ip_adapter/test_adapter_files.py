@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lmm_edit.loaders.insightedit import (
+from lmm_edit.loaders.errors import ModelFileError
+from lmm_edit.loaders.ip_adapter import (
     INPUT_IMAGE_EMBEDS,
     INPUT_PENULTIMATE,
     IP_ADAPTER,
     IP_ADAPTER_PLUS,
-    AdapterFileError,
     cross_attention_layers,
     load_image_adapter,
 )
@@ -68,7 +68,7 @@ def _sdxl_shaped_adapter(tmp_path):
 
 def test_sdxl_adapter_on_an_sd15_unet_names_file_expected_and_found(tmp_path):
     adapter = load_image_adapter(_sdxl_shaped_adapter(tmp_path))
-    with pytest.raises(AdapterFileError) as caught:
+    with pytest.raises(ModelFileError) as caught:
         adapter.check_unet(cross_attention_layers(SD15_LDM_UNET_CONFIG), context_dim=768)
     message = str(caught.value)
     assert "ip-adapter_sdxl.safetensors" in message
@@ -80,7 +80,7 @@ def test_sdxl_adapter_on_an_sd15_unet_names_file_expected_and_found(tmp_path):
 def test_random_safetensors_is_not_an_adapter(tmp_path):
     path = tmp_path / "model.safetensors"
     save_file({"model.diffusion_model.conv_in.weight": torch.zeros(4, 4)}, str(path))
-    with pytest.raises(AdapterFileError, match=r"model\.safetensors: expected an image adapter with sections "
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: expected an image adapter with sections "
                        r"image_proj\.\* and ip_adapter.*found other entries: 1 keys: model\.diffusion_model"):
         load_image_adapter(path)
 
@@ -90,12 +90,12 @@ def test_truncated_file_is_reported_as_truncated(tmp_path, suffix):
     path = write_adapter_file(tiny_ip_adapter_state("basic"), tmp_path / f"ip-adapter_sd15{suffix}")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(AdapterFileError, match=rf"ip-adapter_sd15\{suffix}: expected a complete .*probably truncated"):
+    with pytest.raises(ModelFileError, match=rf"ip-adapter_sd15\{suffix}: expected a complete .*probably truncated"):
         load_image_adapter(path)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(AdapterFileError, match="nothing at this path"):
+    with pytest.raises(ModelFileError, match="nothing at this path"):
         load_image_adapter(tmp_path / "absent.safetensors")
 
 
@@ -107,7 +107,7 @@ def test_faceid_file_is_refused_by_name(tmp_path):
         "proj.2.weight": torch.randn(128, 64, generator=g), "proj.2.bias": torch.zeros(128),
         "norm.weight": torch.ones(32), "norm.bias": torch.zeros(32),
     }
-    with pytest.raises(AdapterFileError, match="found an IP-Adapter FaceID file"):
+    with pytest.raises(ModelFileError, match="found an IP-Adapter FaceID file"):
         load_image_adapter(write_adapter_file(state, tmp_path / "faceid.bin"))
 
 
@@ -115,7 +115,7 @@ def test_layer_weights_that_do_not_take_the_projection_tokens_are_refused(tmp_pa
     state = tiny_ip_adapter_state("basic")
     state["ip_adapter"]["3.to_k_ip.weight"] = torch.zeros(32, 40)
     state["ip_adapter"]["3.to_v_ip.weight"] = torch.zeros(32, 40)
-    with pytest.raises(AdapterFileError, match=r"32-wide image tokens.*in-features \[32, 40\]"):
+    with pytest.raises(ModelFileError, match=r"32-wide image tokens.*in-features \[32, 40\]"):
         load_image_adapter(write_adapter_file(state, tmp_path / "mixed.safetensors"))
 
 
@@ -123,5 +123,5 @@ def test_iaa_whose_mapper_does_not_reach_the_projection_is_refused(tmp_path):
     state = tiny_iaa_state(clip_dim=24)
     state["mapper"]["2.weight"] = torch.zeros(20, 40)
     state["mapper"]["2.bias"] = torch.zeros(20)
-    with pytest.raises(AdapterFileError, match=r"iaa\.safetensors: expected a consistent insightedit-iaa.*mapper ends"):
+    with pytest.raises(ModelFileError, match=r"iaa\.safetensors: expected a consistent insightedit-iaa.*mapper ends"):
         load_image_adapter(write_adapter_file(state, tmp_path / "iaa.safetensors"))

@@ -27,8 +27,8 @@ import transformers
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import MLLMLoadError
-from .mllm_families import VLMFamily, recognise_vlm_family
+from ..errors import ModelFileError
+from .families import VLMFamily, recognise_vlm_family
 
 MM_TOKEN_FORMAT = "[MM_{}]"  # InsightEdit's "[MM]" tokens; SmartEdit's analogue is <img_k>
 DEFAULT_NUM_MM_TOKENS = 32  # r is not stated in the paper; SmartEdit uses 32 (research/smartedit.md §5.5)
@@ -65,7 +65,7 @@ def _mm_token_ids(tokenizer: object, names: list[str], folder: Path) -> list[int
         return None
     if len(present) != len(names):
         existing = sorted(k for k in vocab if k.startswith("[MM_"))
-        raise MLLMLoadError(
+        raise ModelFileError(
             folder,
             f"{len(names)} learned [MM] tokens {names[0]} .. {names[-1]}",
             f"{len(existing)} in the tokenizer ({', '.join(existing[:4])}{' ...' if len(existing) > 4 else ''})",
@@ -92,18 +92,18 @@ def _load_mm_embeddings(model: torch.nn.Module, ids: list[int], path: Path) -> N
     try:
         rows = load_file(str(path))
     except (SafetensorError, FileNotFoundError) as err:
-        raise MLLMLoadError(path, "a safetensors file of [MM] embedding rows", str(err), "check the file") from err
+        raise ModelFileError(path, "a safetensors file of [MM] embedding rows", str(err), "check the file") from err
     width = model.get_input_embeddings().weight.shape[1]
     for key in ("input_embeddings", "output_embeddings"):
         if key in rows and tuple(rows[key].shape) != (len(ids), width):
-            raise MLLMLoadError(
+            raise ModelFileError(
                 path,
                 f"{key} of shape [{len(ids)}, {width}] (r [MM] tokens x the model's hidden size)",
                 f"shape {tuple(rows[key].shape)}",
                 "use the embeddings saved with this model and number of [MM] tokens",
             )
     if "input_embeddings" not in rows:
-        raise MLLMLoadError(path, "an input_embeddings tensor", f"keys {sorted(rows)}", "save the trained rows")
+        raise ModelFileError(path, "an input_embeddings tensor", f"keys {sorted(rows)}", "save the trained rows")
     with torch.no_grad():
         inputs = model.get_input_embeddings().weight
         inputs[ids] = rows["input_embeddings"].to(inputs.dtype)
@@ -122,12 +122,12 @@ def load_mllm(
 ) -> MLLMBundle:
     """Load the VLM in ``folder`` (family from ``config.json``) with ``num_mm_tokens`` ``[MM]`` tokens.
 
-    Raises ``MLLMLoadError`` for an unknown family, a folder without the files, or ``[MM]`` tokens
+    Raises ``ModelFileError`` for an unknown family, a folder without the files, or ``[MM]`` tokens
     that do not match ``num_mm_tokens``.
     """
     folder = Path(folder)
     if num_mm_tokens < 1:
-        raise MLLMLoadError(
+        raise ModelFileError(
             folder, "at least one [MM] token", f"{num_mm_tokens}", "set the number of [MM] tokens to r >= 1"
         )
     family = recognise_vlm_family(folder)

@@ -26,7 +26,7 @@ import torch
 
 from ...kernels import use_backend
 from .decoupled_attention import ImageBranch, decoupled_attention
-from .ip_adapter import ImageAdapter
+from .load import ImageAdapter
 from .query_mask import mask_to_query_weights
 
 TOKEN_KEY_FORMAT = "lmm_edit_image_tokens_{}"  # model cond key of branch n (nodes/model_conds.py prefix)

@@ -1,6 +1,8 @@
-"""Assembling SmartEdit's LMM (LLaVA-1.1 LLaMA + LoRA, CLIP vision tower, mm_projector, tokenizer).
+"""Assembling SmartEdit from its files: the LMM (LLaVA-1.1 LLaMA + LoRA, CLIP tower, mm_projector, tokenizer),
+the bridge (Q-Former + BIM) and the UNet's state dict.
 
-Weight sources, as the reference (fixture README "Where the LLM weights come from"):
+LMM weight sources:
+
 - decoder layers, final norm, LoRA A/B: `LLM-*/adapter_model.*` (keys `model.base_model.model.*`);
 - embed_tokens: rows [0, V0) from the LLaVA-1.1 base, rows [V0, V0+35) from the LLM file;
 - lm_head: rows [0, V0) from the LLaVA-1.1 base, rows [V0, V0+35) from the embeddings_qformer file;
@@ -11,47 +13,28 @@ Widths, depth and vocabulary come from tensor shapes; the LoRA is merged as W + 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..errors import ModelFileError
+from ..ip2p.unet_keys import DIFFUSERS_PREFIX, LDM_PREFIX, diffusers_unet_to_ldm
 from ..llama import LlamaConfig, LlamaLM, rope_inv_freq
-from .bundle import LoraSettings, SmartEditBundle
-from .errors import SmartEditLoadError
-from .files import read_json, read_shapes, read_tensors
+from ..weight_files import read_json, read_shapes
+from .bim import BIM, BIMConfig
+from .conditioning import SmartEditBridge
+from .files import FileFormat, SmartEditBundle, find_bundle, merge_lora, read_tensors
 from .llava_base import base_rows, open_llava_base
+from .lmm import LMMInfo, SmartEditLMM
+from .qformer import QFormer, QFormerConfig
 from .tokenizer import ADDED_TOKENS, IMAGE_TOKEN_COUNT, LLAVA_EXTRA_ROWS, LlamaSlowTokenizer
-from .vision import ClipVisionTower, clip_config_from_shapes, clip_state_to_tower
+from .vision import ClipVisionConfig, ClipVisionTower, clip_state_to_tower
 
 LLM_PREFIX = "model.base_model.model."  # SmartEdit LLMSDTrainer._save filter for the LoRA-wrapped LlamaModel
 CLIP_PREFIX = "vision_model."
 ADDED_ROWS = len(ADDED_TOKENS)  # 35 rows appended by setup_tokens_for_conversation
-
-
-@dataclass
-class LMMInfo:
-    """Facts about the loaded LMM that the encoder needs."""
-
-    base_vocab: int
-    image_token_ids: list[int]
-    eos_id: int
-    select_layer: int
-    family: str = "llava-1.1"
-    sources: dict[str, str] = field(default_factory=dict)
-
-
-class SmartEditLMM(nn.Module):
-    """The LMM handle: `llm` (LlamaLM), `vision` (ClipVisionTower), `mm_projector`, plus tokenizer and info."""
-
-    def __init__(self, llm: LlamaLM, vision: ClipVisionTower, mm_projector: nn.Linear, tokenizer: LlamaSlowTokenizer, info: LMMInfo):
-        super().__init__()
-        self.llm = llm
-        self.vision = vision
-        self.mm_projector = mm_projector
-        self.tokenizer = tokenizer
-        self.info = info
 
 
 def _strip_llm_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -61,43 +44,26 @@ def _strip_llm_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, tor
         name = name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
         out[name] = value
     if "embed_tokens.weight" not in out:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             path, f"keys {LLM_PREFIX}* with embed_tokens.weight (SmartEdit's LLM-*/adapter_model.bin)",
             f"{len(state)} tensors, none of them the LLM's", "point the loader at the SmartEdit bundle folder",
         )
     return out
 
 
-def merge_lora(state: dict[str, torch.Tensor], lora: LoraSettings, path: Path) -> dict[str, torch.Tensor]:
-    """Fold every `X.lora_A` / `X.lora_B` pair into `X.weight`: W + (alpha / r) * B @ A, computed in fp32.
-
-    Works in place (each old weight is released as soon as its merged copy exists) and returns `state`.
-    """
-    for key in [k for k in state if k.endswith(".lora_A.weight")]:
-        base = key[: -len(".lora_A.weight")]
-        a, b = state.pop(key).float(), state.pop(base + ".lora_B.weight").float()
-        if a.shape[0] != lora.r:
-            raise SmartEditLoadError(
-                path, f"LoRA rank r={lora.r} (from {lora.source})", f"{key} of shape {list(a.shape)}",
-                "use the adapter_config.json that belongs to this LLM file",
-            )
-        weight = state[base + ".weight"]
-        state[base + ".weight"] = (weight.float() + lora.scale * (b @ a)).to(weight.dtype)
-    return state
-
-
-def _llm_config(layers_state: dict[str, torch.Tensor], llava_config: dict, lora_path: Path) -> LlamaConfig:
-    vocab, hidden = layers_state["embed_tokens.weight"].shape
-    layers = 1 + max(int(k.split(".")[1]) for k in layers_state if k.startswith("layers."))
-    intermediate = layers_state["layers.0.mlp.gate_proj.weight"].shape[0]
-    inv_freq = layers_state.get("layers.0.self_attn.rotary_emb.inv_freq")
+def _llm_config(state: dict[str, torch.Tensor], llava_config: dict, lora_path: Path) -> LlamaConfig:
+    """LlamaConfig.from_shapes, with the head count from RoPE's inv_freq (saved by transformers 4.28) or LLaVA's config."""
+    hidden = state["embed_tokens.weight"].shape[1]
+    inv_freq = state.get("layers.0.self_attn.rotary_emb.inv_freq")
     if inv_freq is not None:
         heads = hidden // (2 * inv_freq.shape[0])
     elif "num_attention_heads" in llava_config:
         heads = int(llava_config["num_attention_heads"])
     else:
-        raise SmartEditLoadError(lora_path, "rotary_emb.inv_freq or a LLaVA config with num_attention_heads", "neither", "use the LLaVA-1.1 config.json")
-    return LlamaConfig(hidden, layers, heads, intermediate, vocab, float(llava_config.get("rms_norm_eps", 1e-6)))
+        raise ModelFileError(lora_path, "rotary_emb.inv_freq or a LLaVA config with num_attention_heads", "neither",
+                             "use the LLaVA-1.1 config.json")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return LlamaConfig.from_shapes(shapes, heads, float(llava_config.get("rms_norm_eps", 1e-6)))
 
 
 def _load_vision(clip_path: Path, select_layer: int, dtype: torch.dtype) -> ClipVisionTower:
@@ -112,12 +78,12 @@ def _load_vision(clip_path: Path, select_layer: int, dtype: torch.dtype) -> Clip
     # transformers 5: the same keys without the prefix
     prefix = CLIP_PREFIX if CLIP_PREFIX + "embeddings.patch_embedding.weight" in shapes else ""
     if prefix + "embeddings.patch_embedding.weight" not in shapes:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             file, "a CLIP vision model in transformers layout (keys vision_model.*), e.g. openai/clip-vit-large-patch14",
             f"{len(shapes)} tensors without vision_model.embeddings.patch_embedding.weight",
             "use openai/clip-vit-large-patch14 (model.safetensors, or ComfyUI's clip_vision ViT-L/14 file)",
         )
-    config = clip_config_from_shapes(shapes, prefix, config_json)
+    config = ClipVisionConfig.from_shapes(shapes, prefix, config_json)
     with torch.device("meta"):
         tower = ClipVisionTower(config, select_layer)
     state = clip_state_to_tower(read_tensors(file, lambda k: k.startswith(prefix), dtype), prefix, tower)
@@ -133,17 +99,17 @@ def _check_vocab(llm_rows: int, head_rows: int, llava, tokenizer: LlamaSlowToken
         if llava.rows == pieces:
             base_rows(llava, pieces, llava.width, torch.float32)  # raises the LLaVA-1.5 / plain-LLaMA error
         if llava.rows - LLAVA_EXTRA_ROWS + ADDED_ROWS == llm_rows:
-            raise SmartEditLoadError(
+            raise ModelFileError(
                 tokenizer.model_file, f"a LLaMA tokenizer of {llm_rows - ADDED_ROWS} pieces (the base vocabulary of the weights)",
                 f"{pieces} pieces", "use tokenizer.model of Vicuna-1.1 / LLaVA-1.1 (the LLaMA-1 tokenizer, 32000 pieces)",
             )
-        raise SmartEditLoadError(
+        raise ModelFileError(
             llava.embed_file, f"{pieces + LLAVA_EXTRA_ROWS} embedding rows (LLaVA-1.1: base vocabulary + 3)",
             f"{llava.rows} rows", "use the LLaVA-1.1 base that matches the SmartEdit bundle and the tokenizer",
         )
     for rows, path, what in ((llm_rows, bundle.llm, "embed_tokens"), (head_rows, bundle.embeddings_qformer, "lm_head")):
         if rows != pieces + ADDED_ROWS:
-            raise SmartEditLoadError(
+            raise ModelFileError(
                 path, f"{what} with {pieces + ADDED_ROWS} rows: the base vocabulary {pieces} plus the {ADDED_ROWS} SmartEdit "
                 "rows <img>, <im_start>, <im_end>, <img_0>..<img_31>",
                 f"{rows} rows" + (" (the <img_k> rows are missing)" if rows < pieces + ADDED_ROWS else ""),
@@ -189,7 +155,7 @@ def load_lmm(
     vision = _load_vision(Path(clip_path), select_layer, dtype)
     proj_w = extra["mm_projector.weight"]
     if tuple(proj_w.shape) != (config.hidden, vision.config.hidden):
-        raise SmartEditLoadError(
+        raise ModelFileError(
             bundle.embeddings_qformer, f"mm_projector.weight [{config.hidden}, {vision.config.hidden}] (LLM width, CLIP width)",
             f"{list(proj_w.shape)}", "use the CLIP ViT-L/14 (224 px) vision tower LLaVA-1.1 was trained with",
         )
@@ -204,3 +170,103 @@ def load_lmm(
         sources={"llm": str(bundle.llm), "llava": str(llava.folder), "clip": str(clip_path), "tokenizer": str(tokenizer.model_file)},
     )
     return SmartEditLMM(llm, vision, projector, tokenizer, info).eval()
+
+
+QFORMER_PREFIX = "sd_qformer."
+QUERY_KEY = "sd_query_tokens"
+BIM_PREFIXES = (
+    "modulate_head.", "modulate_transformer.", "pe_layer.",
+    "dimension_reduction_head_zeroconv.", "dimension_reduction_head_qformer_out.",
+)
+
+
+def _qformer(bundle: SmartEditBundle, dtype: torch.dtype, heads: int | None) -> QFormer:
+    raw = read_tensors(bundle.embeddings_qformer, lambda k: k.startswith(QFORMER_PREFIX) or k == QUERY_KEY, dtype)
+    if QUERY_KEY not in raw or not any(k.startswith(QFORMER_PREFIX + "encoder.layer.") for k in raw):
+        raise ModelFileError(
+            bundle.embeddings_qformer, f"{QUERY_KEY} and {QFORMER_PREFIX}encoder.layer.* (SmartEdit's embeddings_qformer file)",
+            f"{len(raw)} matching tensors", "use embeddings_qformer/checkpoint-<step>_embeddings_qformer.bin of the release",
+        )
+    state = {k[len(QFORMER_PREFIX) :]: v for k, v in raw.items() if k.startswith(QFORMER_PREFIX)}
+    state.pop("embeddings.position_ids", None)  # buffer of the removed position embeddings
+    state["query_tokens"] = raw[QUERY_KEY]
+    config = QFormerConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()}, heads)
+    with torch.device("meta"):
+        model = QFormer(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def _bim(bundle: SmartEditBundle, dtype: torch.dtype) -> BIM:
+    state = read_tensors(bundle.bim, lambda k: k.startswith(BIM_PREFIXES), dtype)
+    if "modulate_head.weight" not in state or "dimension_reduction_head_zeroconv.weight" not in state:
+        raise ModelFileError(
+            bundle.bim, "the BIM tensors modulate_head.*, modulate_transformer.*, pe_layer.*, dimension_reduction_head_*",
+            f"{len(state)} of them", "use modulate-<step>/adapter_model.bin of the release",
+        )
+    config = BIMConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()})
+    with torch.device("meta"):
+        model = BIM(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def load_bridge(bundle: SmartEditBundle, dtype: torch.dtype = torch.float32, qformer_heads: int | None = None) -> SmartEditBridge:
+    """Q-Former + BIM on CPU in `dtype`. qformer_heads: BERT head count (default width / 64: 12 for SmartEdit's 768)."""
+    qformer = _qformer(bundle, dtype, qformer_heads)
+    bim = _bim(bundle, dtype)
+    if bim.config.text != qformer.config.hidden:
+        raise ModelFileError(
+            bundle.bim, f"modulate_head.weight [*, {qformer.config.hidden}] (the Q-Former width)",
+            f"[*, {bim.config.text}]", "use the modulate-* and embeddings_qformer files of the same bundle",
+        )
+    return SmartEditBridge(qformer, bim).eval()
+
+
+@dataclass
+class SmartEditModels:
+    lmm: SmartEditLMM
+    bridge: SmartEditBridge
+    unet_ldm: dict[str, torch.Tensor]  # `model.diffusion_model.*` keys, 8 input channels
+    bundle: SmartEditBundle
+
+
+def load_unet_ldm(bundle: SmartEditBundle, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The SmartEdit UNet as an LDM state dict (`model.diffusion_model.*`), for ComfyUI's own UNet loading."""
+    state = read_tensors(bundle.unet, lambda k: k.startswith((DIFFUSERS_PREFIX, LDM_PREFIX)), dtype)
+    if any(k.startswith(LDM_PREFIX) for k in state):
+        return {k: v for k, v in state.items() if k.startswith(LDM_PREFIX)}
+    if "unet.conv_in.weight" not in state:
+        raise ModelFileError(
+            bundle.unet, "UNet tensors unet.* (diffusers layout, 8-channel conv_in)", f"{len(state)} of them",
+            "use unet-<step>/adapter_model.bin of the release",
+        )
+    try:
+        return diffusers_unet_to_ldm(state)
+    except (KeyError, ValueError) as err:
+        raise ModelFileError(
+            bundle.unet, "an SD1.5-layout diffusers UNet", str(err), "use unet-<step>/adapter_model.bin of the release"
+        ) from err
+
+
+def load_smartedit(
+    bundle_dir: str | Path,
+    llava_dir: str | Path,
+    clip_path: str | Path,
+    *,
+    tokenizer_path: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    unet_dtype: torch.dtype | None = None,
+    qformer_heads: int | None = None,
+    step: int | None = None,
+    file_format: FileFormat = "auto",
+) -> SmartEditModels:
+    """Load every SmartEdit component on CPU. LMM and bridge in `dtype`; UNet tensors cast to `unet_dtype`
+    (None: as stored)."""
+    bundle = find_bundle(bundle_dir, step=step, file_format=file_format)
+    return SmartEditModels(
+        lmm=load_lmm(bundle, llava_dir, clip_path, tokenizer_path, dtype),
+        bridge=load_bridge(bundle, dtype, qformer_heads),
+        unet_ldm=load_unet_ldm(bundle, unet_dtype),
+        bundle=bundle,
+    )

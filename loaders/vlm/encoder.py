@@ -25,8 +25,8 @@ from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
 from ..instruction import LMMInstruction
-from .mllm import MLLMBundle
-from .mllm_families import VISION_QWEN2
+from .families import VISION_QWEN2
+from .load import MLLMBundle
 
 IMAGE_INPUT_KEYS = ("pixel_values", "image_sizes", "image_grid_thw")  # what the families' forwards take
 

@@ -1,6 +1,6 @@
 """LMMEdit_MLLMLoader -> LMMEdit_LMMEncode -> LMMEdit_IAAImageBranch in real ComfyUI, on tiny VLMs of two families.
 
-Reference for the encode: the pure-torch encoder (loaders/insightedit, unit-tested against transformers)
+Reference for the encode: the pure-torch encoder (loaders/vlm, unit-tested against transformers)
 called directly on the same folder, with what the node documents: greedy at temperature 0, the family's
 template, an answer of up to 512 tokens, forced [MM] tokens.
 """
@@ -41,7 +41,7 @@ def image(comfyui, example_image):
 
 
 def _load(name: str):
-    from lmm_edit.nodes.mllm_loader import MLLMLoaderNode
+    from lmm_edit.nodes.vlm_loader import MLLMLoaderNode
 
     return MLLMLoaderNode.execute(name, NUM_MM_TOKENS, "auto").result[0]
 
@@ -54,8 +54,8 @@ def _encode(lmm, image):
 
 @pytest.mark.parametrize("folder", sorted(FAMILIES))
 def test_loader_and_encode_node_give_the_encoders_mm_states(mllm_folders, image, folder):
-    from lmm_edit.loaders.insightedit import encode_instruction, load_mllm
-    from lmm_edit.nodes.mllm_loader import MAX_NEW_TOKENS, mllm_bundle_of
+    from lmm_edit.loaders.vlm import encode_instruction, load_mllm
+    from lmm_edit.nodes.vlm_loader import MAX_NEW_TOKENS, mllm_bundle_of
 
     family, width = FAMILIES[folder]
     lmm = _load(folder)
@@ -70,9 +70,9 @@ def test_loader_and_encode_node_give_the_encoders_mm_states(mllm_folders, image,
 
 
 def test_a_folder_of_another_model_family_is_refused_naming_the_supported_ones(mllm_folders):
-    from lmm_edit.loaders.insightedit import MLLMLoadError
+    from lmm_edit.loaders.errors import ModelFileError
 
-    with pytest.raises(MLLMLoadError, match=r"config\.json.*llava-1\.5.*qwen2-vl.*'bert'"):
+    with pytest.raises(ModelFileError, match=r"config\.json.*llava-1\.5.*qwen2-vl.*'bert'"):
         _load("not-a-vlm")
 
 
@@ -81,7 +81,7 @@ def test_the_vlms_mm_states_drive_an_iaa_image_branch_in_one_batched_call(comfyu
     from comfy_extras.nodes_ip2p import InstructPixToPixConditioning
 
     import nodes
-    from lmm_edit.loaders.insightedit import cross_attention_layers
+    from lmm_edit.loaders.ip_adapter import cross_attention_layers
     from lmm_edit.nodes.adapters import AdapterLoaderNode, IAAImageBranchNode
     from lmm_edit.nodes.guidance import build_guider
     from lmm_edit.selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG

@@ -11,7 +11,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
 
-from lmm_edit.loaders.insightedit import ImageProjModel, Resampler
+from lmm_edit.loaders.ip_adapter import ImageProjModel, Resampler
 from lmm_edit.selfcheck.ip_adapter_files import TINY_SD15_UNET_CONFIG, tiny_ip_adapter_state
 
 FP32_TOLERANCE = 1e-5

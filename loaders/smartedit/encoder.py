@@ -16,7 +16,7 @@ import torch
 
 from ..instruction import LMMInstruction
 from .decode import DecodeResult, decode_image_states, image_tokens_in_order
-from .load_lmm import SmartEditLMM
+from .lmm import SmartEditLMM
 from .prompt import build_prompt, resolve_template
 from .vision import clip_pixels
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmm_edit.loaders.insightedit import ImageBranch, decoupled_attention
+from lmm_edit.loaders.ip_adapter import ImageBranch, decoupled_attention
 
 FP32_TOLERANCE = 1e-5
 HEADS, HEAD_DIM, CONTEXT = 4, 8, 12
