@@ -16,7 +16,7 @@ import comfy.model_management
 import comfy.model_patcher
 import torch
 
-from ..kernels import MULTI_BRANCH_CROSS_ATTENTION, probe, use_backend
+from ..kernels import MULTI_BRANCH_CROSS_ATTENTION, probe
 from ..loaders.ip_adapter import CrossAttentionLayer, ImageAdapter, cross_attention_layers
 from ..loaders.ip_adapter.image_branch_patch import (
     AUTO_BACKEND,
@@ -24,6 +24,7 @@ from ..loaders.ip_adapter.image_branch_patch import (
     TOKEN_KEY_FORMAT,
     ImageBranchPatch,
     ImageBranchSettings,
+    backend_choice,
     is_image_branch_patch,
     next_branch_index,
 )
@@ -78,11 +79,8 @@ def probe_attention(model, layers: Sequence[CrossAttentionLayer], unet_config: d
     dtype = unet_compute_dtype(model)
     chosen = []
     for head_dim in head_dims(layers, unet_config):
-        if backend == AUTO_BACKEND:
+        with backend_choice(backend):
             chosen.append(probe(MULTI_BRANCH_CROSS_ATTENTION, model.load_device, dtype, head_dim))
-        else:
-            with use_backend(backend):
-                chosen.append(probe(MULTI_BRANCH_CROSS_ATTENTION, model.load_device, dtype, head_dim))
     return chosen
 
 

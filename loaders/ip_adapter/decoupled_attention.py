@@ -3,7 +3,7 @@
     out = softmax(Q K_txt^T / sqrt(D)) V_txt + sum_i lambda_i * m_i * softmax(Q K_img_i^T / sqrt(D)) V_img_i
 
 with ``K_img_i = tokens_i @ to_k_ip^T`` and ``V_img_i = tokens_i @ to_v_ip^T``. Each branch keeps its
-own softmax (research/kernels.md §1.4). ``decoupled_attention`` is what an ``attn2`` replace patch
+own softmax (docs/kernels.md). ``decoupled_attention`` is what an ``attn2`` replace patch
 calls with ComfyUI's projected ``q, k, v`` (``[B, L, H*D]``, ``comfy/ldm/modules/attention.py``);
 its result goes to ``attn2.to_out`` as the text-only attention would. The attention itself runs in
 ``kernels.multi_branch_cross_attention`` (eager reference on CPU, fused backends where they apply).

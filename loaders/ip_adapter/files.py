@@ -1,6 +1,6 @@
 """Reading image-adapter files and recognising their family by keys.
 
-Layouts read (research/kernels.md §3.2; diffusers ``loaders/ip_adapter.py`` ``load_ip_adapter``;
+Layouts read (docs/kernels.md, Shapes; diffusers ``loaders/ip_adapter.py`` ``load_ip_adapter``;
 ComfyUI_IPAdapter_plus ``utils.py`` ``ipadapter_model_loader``):
 
 - ``.bin`` / ``.pt`` / ``.pth``: ``torch.save`` of ``{"image_proj": {...}, "ip_adapter": {...}}``

@@ -1,6 +1,6 @@
 """InsightEdit's Image Alignment Adapter (IAA): the LMM's ``[MM]`` hidden states -> image tokens.
 
-Paper (InsightEdit, arXiv 2411.17323, Fig. 3; research/smartedit.md §5.2): IAA = Mapper -> Linear ->
+Paper (InsightEdit, arXiv 2411.17323, Fig. 3; docs/smartedit.md, InsightEdit): IAA = Mapper -> Linear ->
 LayerNorm. The Mapper (an MLP) maps the ``r`` hidden states ``h [r, D_llm]`` of the ``[MM]`` tokens to
 one vector in the space of the CLIP image embedding of the target image (trained with
 ``L_IAA = ||CLIP(I_tar) - Mapper(h)||^2``); the Linear + LayerNorm expand it into ``N`` image tokens
@@ -35,48 +35,68 @@ For an SD1.5-class UNet with CLIP ViT-L/14 as the alignment target: ``D_clip = 7
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from .image_projection import ImageProjModel
-
-
-def mapper_widths(mapper_state: dict[str, torch.Tensor]) -> list[int]:
-    """``[D_llm, D_1, ..., D_clip]`` from ``<2i>.weight`` shapes; raises ValueError for a broken chain."""
-    indices = sorted(int(k.split(".")[0]) for k in mapper_state if k.endswith(".weight"))
-    if not indices or indices != list(range(0, 2 * len(indices), 2)):
-        raise ValueError(f"mapper weights must be numbered 0, 2, 4, ...; found {indices}")
-    widths = [mapper_state["0.weight"].shape[1]]
-    for index in indices:
-        out_features, in_features = mapper_state[f"{index}.weight"].shape
-        if in_features != widths[-1]:
-            raise ValueError(f"mapper.{index}.weight takes {in_features} inputs, the layer before gives {widths[-1]}")
-        widths.append(out_features)
-    return widths
+from ..operations import DEFAULT_OPERATIONS
+from .image_projection import ImageProjConfig, ImageProjModel
 
 
 class Mapper(nn.Sequential):
     """Per-token MLP ``D_llm -> ... -> D_clip`` with GELU between layers."""
 
-    def __init__(self, widths: list[int]) -> None:
+    def __init__(self, widths: list[int], operations=DEFAULT_OPERATIONS) -> None:
         layers: list[nn.Module] = []
         for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
             if i:
                 layers.append(nn.GELU())
-            layers.append(nn.Linear(d_in, d_out))
+            layers.append(operations.Linear(d_in, d_out))
         super().__init__(*layers)
 
 
-class ImageAlignmentAdapter(nn.Module):
-    """``[MM]`` hidden states ``[B, r, D_llm]`` (or ``[r, D_llm]``) -> image tokens ``[B, N, D_ctx]``."""
+@dataclass(frozen=True)
+class IAAConfig:
+    mapper_widths: tuple[int, ...]  # [D_llm, D_1, ..., D_clip]
+    projection: ImageProjConfig
 
-    def __init__(self, mapper_widths: list[int], context_dim: int, num_tokens: int) -> None:
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]]) -> IAAConfig:
+        """Sizes from an IAA file's ``mapper.*`` and ``image_proj.*`` shapes; ValueError for a broken chain."""
+        mapper = {k[len("mapper."):]: v for k, v in shapes.items() if k.startswith("mapper.")}
+        projection = ImageProjConfig.from_shapes(
+            {k[len("image_proj."):]: v for k, v in shapes.items() if k.startswith("image_proj.")}
+        )
+        indices = sorted(int(k.split(".")[0]) for k in mapper if k.endswith(".weight"))
+        if not indices or indices != list(range(0, 2 * len(indices), 2)):
+            raise ValueError(f"mapper weights must be numbered 0, 2, 4, ...; found {indices}")
+        widths = [mapper["0.weight"][1]]
+        for index in indices:
+            out_features, in_features = mapper[f"{index}.weight"]
+            if in_features != widths[-1]:
+                raise ValueError(f"mapper.{index}.weight takes {in_features} inputs, the layer before gives {widths[-1]}")
+            widths.append(out_features)
+        if widths[-1] != projection.clip_dim:
+            raise ValueError(
+                f"the mapper ends at width {widths[-1]} but image_proj.proj.weight takes {projection.clip_dim} inputs"
+            )
+        return cls(tuple(widths), projection)
+
+
+class ImageAlignmentAdapter(nn.Module):
+    """``[MM]`` hidden states ``[B, r, D_llm]`` (or ``[r, D_llm]``) -> image tokens ``[B, N, D_ctx]``.
+
+    State-dict keys ``mapper.*`` and ``image_proj.*``, as the IAA file's sections.
+    """
+
+    def __init__(self, config: IAAConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.mapper = Mapper(mapper_widths)
-        self.image_proj = ImageProjModel(mapper_widths[-1], context_dim, num_tokens)
-        self.num_tokens = num_tokens
-        self.context_dim = context_dim
-        self.llm_dim = mapper_widths[0]
+        self.mapper = Mapper(list(config.mapper_widths), operations=operations)
+        self.image_proj = ImageProjModel(config.projection, operations=operations)
+        self.num_tokens = config.projection.num_tokens
+        self.context_dim = config.projection.context_dim
+        self.llm_dim = config.mapper_widths[0]
 
     def clip_embedding(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The Mapper's output ``[B, D_clip]``: the estimate of the target image's CLIP embedding."""
@@ -92,18 +112,3 @@ class ImageAlignmentAdapter(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.image_proj(self.clip_embedding(hidden_states))  # [B, N, D_ctx]
-
-    @classmethod
-    def from_sections(cls, mapper_state: dict[str, torch.Tensor], image_proj_state: dict[str, torch.Tensor]):
-        """Build with sizes read from the tensors and load them (strict)."""
-        sizes = ImageProjModel.sizes_from_state_dict(image_proj_state)
-        widths = mapper_widths(mapper_state)
-        if widths[-1] != sizes["clip_dim"]:
-            raise ValueError(
-                f"the mapper ends at width {widths[-1]} but image_proj.proj.weight takes {sizes['clip_dim']} inputs"
-            )
-        module = cls(widths, sizes["context_dim"], sizes["num_tokens"])
-        state = {f"mapper.{k}": v for k, v in mapper_state.items()}
-        state.update({f"image_proj.{k}": v for k, v in image_proj_state.items()})
-        module.load_state_dict(state, strict=True, assign=True)  # keeps the file dtype
-        return module

@@ -18,6 +18,7 @@ is exactly the unpatched layer. This module imports nothing of ComfyUI.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -165,11 +166,13 @@ class ImageBranchPatch:
                     branch.row_mask(q, chunks, extra_options),
                 )
             )
-        backend = extra_options.get(BACKEND_OPTION, AUTO_BACKEND)
-        if backend == AUTO_BACKEND:
+        with backend_choice(extra_options.get(BACKEND_OPTION, AUTO_BACKEND)):
             return decoupled_attention(q, k, v, extra_options["n_heads"], image_branches)
-        with use_backend(backend):
-            return decoupled_attention(q, k, v, extra_options["n_heads"], image_branches)
+
+
+def backend_choice(name: str):
+    """The kernels' own choice for ``AUTO_BACKEND``, else backend ``name`` forced (strict, no fallback)."""
+    return contextlib.nullcontext() if name == AUTO_BACKEND else use_backend(name)
 
 
 def next_branch_index(patches: Sequence[object]) -> int:

@@ -7,35 +7,46 @@ reads them unchanged (tencent-ailab/IP-Adapter ``ip_adapter/ip_adapter.py`` ``Im
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as functional
 from torch import nn
+
+from ..operations import DEFAULT_OPERATIONS
 
 # Head width of the Plus Resampler: tencent-ailab/IP-Adapter ``IPAdapterPlus.init_proj`` passes
 # dim_head=64; diffusers reads heads as to_q.out_features // 64 the same way.
 RESAMPLER_DIM_HEAD = 64
 
 
-class ImageProjModel(nn.Module):
-    """Base IP-Adapter projection: ``image_embeds [B, D_clip] -> [B, N, D_ctx]`` (Linear, reshape, LayerNorm)."""
-
-    def __init__(self, clip_dim: int, context_dim: int, num_tokens: int) -> None:
-        super().__init__()
-        self.context_dim = context_dim
-        self.num_tokens = num_tokens
-        self.proj = nn.Linear(clip_dim, num_tokens * context_dim)
-        self.norm = nn.LayerNorm(context_dim)
+@dataclass(frozen=True)
+class ImageProjConfig:
+    clip_dim: int
+    context_dim: int
+    num_tokens: int
 
     @classmethod
-    def sizes_from_state_dict(cls, state: dict[str, torch.Tensor]) -> dict[str, int]:
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]]) -> ImageProjConfig:
         """``clip_dim``, ``context_dim``, ``num_tokens`` read from ``proj.weight`` and ``norm.weight``."""
-        context_dim = state["norm.weight"].shape[0]
-        out_features, clip_dim = state["proj.weight"].shape
+        context_dim = shapes["norm.weight"][0]
+        out_features, clip_dim = shapes["proj.weight"]
         if out_features % context_dim:
             raise ValueError(
                 f"proj.weight has {out_features} outputs, not a multiple of the LayerNorm width {context_dim}"
             )
-        return {"clip_dim": clip_dim, "context_dim": context_dim, "num_tokens": out_features // context_dim}
+        return cls(clip_dim, context_dim, out_features // context_dim)
+
+
+class ImageProjModel(nn.Module):
+    """Base IP-Adapter projection: ``image_embeds [B, D_clip] -> [B, N, D_ctx]`` (Linear, reshape, LayerNorm)."""
+
+    def __init__(self, config: ImageProjConfig, operations=DEFAULT_OPERATIONS) -> None:
+        super().__init__()
+        self.context_dim = config.context_dim
+        self.num_tokens = config.num_tokens
+        self.proj = operations.Linear(config.clip_dim, config.num_tokens * config.context_dim)
+        self.norm = operations.LayerNorm(config.context_dim)
 
     def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
         tokens = self.proj(image_embeds.to(self.proj.weight.dtype))  # [B, N*D_ctx]
@@ -46,15 +57,15 @@ class ImageProjModel(nn.Module):
 class PerceiverAttention(nn.Module):
     """Latents attend to ``[image features; latents]`` (Flamingo's perceiver resampler layer)."""
 
-    def __init__(self, dim: int, inner_dim: int, dim_head: int = RESAMPLER_DIM_HEAD) -> None:
+    def __init__(self, dim: int, inner_dim: int, dim_head: int = RESAMPLER_DIM_HEAD, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.heads = inner_dim // dim_head
         self.dim_head = dim_head
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, inner_dim, bias=False)
-        self.to_kv = nn.Linear(dim, 2 * inner_dim, bias=False)
-        self.to_out = nn.Linear(inner_dim, dim, bias=False)
+        self.norm1 = operations.LayerNorm(dim)
+        self.norm2 = operations.LayerNorm(dim)
+        self.to_q = operations.Linear(dim, inner_dim, bias=False)
+        self.to_kv = operations.Linear(dim, 2 * inner_dim, bias=False)
+        self.to_out = operations.Linear(inner_dim, dim, bias=False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -73,49 +84,55 @@ class PerceiverAttention(nn.Module):
 class FeedForward(nn.Sequential):
     """``LayerNorm -> Linear -> GELU -> Linear`` without biases (keys ``0``, ``1``, ``3``)."""
 
-    def __init__(self, dim: int, inner_dim: int) -> None:
+    def __init__(self, dim: int, inner_dim: int, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__(
-            nn.LayerNorm(dim),
-            nn.Linear(dim, inner_dim, bias=False),
+            operations.LayerNorm(dim),
+            operations.Linear(dim, inner_dim, bias=False),
             nn.GELU(),
-            nn.Linear(inner_dim, dim, bias=False),
+            operations.Linear(inner_dim, dim, bias=False),
+        )
+
+
+@dataclass(frozen=True)
+class ResamplerConfig:
+    embedding_dim: int
+    dim: int
+    output_dim: int
+    num_queries: int
+    depth: int
+    inner_dim: int
+    ff_dim: int
+
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]]) -> ResamplerConfig:
+        """All sizes read from the tensors: depth from the ``layers.<i>`` count, heads from ``to_q``."""
+        depth = len({k.split(".")[1] for k in shapes if k.startswith("layers.")})
+        _, num_queries, dim = shapes["latents"]
+        inner_dim = shapes["layers.0.0.to_q.weight"][0]
+        if inner_dim % RESAMPLER_DIM_HEAD:
+            raise ValueError(f"layers.0.0.to_q.weight has {inner_dim} outputs, not a multiple of 64-wide heads")
+        return cls(
+            embedding_dim=shapes["proj_in.weight"][1], dim=dim, output_dim=shapes["proj_out.weight"][0],
+            num_queries=num_queries, depth=depth, inner_dim=inner_dim, ff_dim=shapes["layers.0.1.1.weight"][0],
         )
 
 
 class Resampler(nn.Module):
     """IP-Adapter Plus projection: CLIP penultimate hidden states ``[B, P, D_vis] -> [B, Nq, D_ctx]``."""
 
-    def __init__(
-        self, embedding_dim: int, dim: int, output_dim: int, num_queries: int, depth: int, inner_dim: int, ff_dim: int
-    ) -> None:
+    def __init__(self, config: ResamplerConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.num_tokens = num_queries
-        self.context_dim = output_dim
-        self.latents = nn.Parameter(torch.zeros(1, num_queries, dim))
-        self.proj_in = nn.Linear(embedding_dim, dim)
-        self.proj_out = nn.Linear(dim, output_dim)
-        self.norm_out = nn.LayerNorm(output_dim)
+        self.num_tokens = config.num_queries
+        self.context_dim = config.output_dim
+        self.latents = nn.Parameter(torch.zeros(1, config.num_queries, config.dim))
+        self.proj_in = operations.Linear(config.embedding_dim, config.dim)
+        self.proj_out = operations.Linear(config.dim, config.output_dim)
+        self.norm_out = operations.LayerNorm(config.output_dim)
         self.layers = nn.ModuleList(
-            nn.ModuleList([PerceiverAttention(dim, inner_dim), FeedForward(dim, ff_dim)]) for _ in range(depth)
+            nn.ModuleList([PerceiverAttention(config.dim, config.inner_dim, operations=operations),
+                           FeedForward(config.dim, config.ff_dim, operations=operations)])
+            for _ in range(config.depth)
         )
-
-    @classmethod
-    def sizes_from_state_dict(cls, state: dict[str, torch.Tensor]) -> dict[str, int]:
-        """All sizes read from the tensors: depth from the ``layers.<i>`` count, heads from ``to_q``."""
-        depth = len({k.split(".")[1] for k in state if k.startswith("layers.")})
-        _, num_queries, dim = state["latents"].shape
-        inner_dim = state["layers.0.0.to_q.weight"].shape[0]
-        if inner_dim % RESAMPLER_DIM_HEAD:
-            raise ValueError(f"layers.0.0.to_q.weight has {inner_dim} outputs, not a multiple of 64-wide heads")
-        return {
-            "embedding_dim": state["proj_in.weight"].shape[1],
-            "dim": dim,
-            "output_dim": state["proj_out.weight"].shape[0],
-            "num_queries": num_queries,
-            "depth": depth,
-            "inner_dim": inner_dim,
-            "ff_dim": state["layers.0.1.1.weight"].shape[0],
-        }
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         features = self.proj_in(hidden_states.to(self.proj_in.weight.dtype))  # [B, P, dim]

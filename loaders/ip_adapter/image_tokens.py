@@ -20,6 +20,8 @@ preprocessed ``clip_image``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .files import INSIGHTEDIT_IAA, IP_ADAPTER, IP_ADAPTER_PLUS
@@ -81,6 +83,17 @@ def unconditional_tokens(
         )
     tokens = adapter.image_tokens(blank_image_states)  # [1, N, D]
     return _one_prompt(tokens.expand(num_images, -1, -1)).cpu()
+
+
+def blank_image_states(penultimate_states: Callable[[torch.Tensor], torch.Tensor], image_size: int,
+                       device: torch.device) -> torch.Tensor:
+    """CLIP's penultimate states ``[1, P, D_vis]`` of an all-zero normalised ``pixel_values`` (Plus's null image).
+
+    penultimate_states: the CLIP vision model's forward from ``pixel_values [1, 3, S, S]`` to its penultimate
+    hidden states; zeros *after* normalisation, as tencent ``tutorial_train_plus.py`` drops the image.
+    """
+    with torch.no_grad():
+        return penultimate_states(torch.zeros(1, 3, image_size, image_size, device=device))
 
 
 def _mismatch_message(adapter: ImageAdapter, source: torch.Tensor, width: int) -> str:

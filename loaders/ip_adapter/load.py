@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
+from ..operations import DEFAULT_OPERATIONS
 from .cross_attention_layers import CrossAttentionLayer, weight_module_key
 from .decoupled_attention import ImageBranch
 from .files import (
@@ -30,8 +31,8 @@ from .files import (
     read_adapter_sections,
     recognise_adapter_family,
 )
-from .iaa import ImageAlignmentAdapter
-from .image_projection import ImageProjModel, Resampler
+from .iaa import IAAConfig, ImageAlignmentAdapter
+from .image_projection import ImageProjConfig, ImageProjModel, Resampler, ResamplerConfig
 
 # What each family's projection reads (the node feeds it from CLIP vision or the LMM encoder).
 INPUT_IMAGE_EMBEDS = "image_embeds"  # CLIP vision projected embedding [B, D_clip]
@@ -71,14 +72,19 @@ def _layer_weights(sections: Sections, path: Path) -> tuple[list[torch.Tensor], 
     return to_k, to_v
 
 
-def _projection(family: str, sections: Sections, path: Path) -> nn.Module:
-    image_proj = sections["image_proj"]
+def _projection(family: str, sections: Sections, path: Path, operations=DEFAULT_OPERATIONS) -> nn.Module:
+    """The family's projection, sized from its tensors (``Config.from_shapes``) and loaded strictly in the file dtype."""
+    if family == INSIGHTEDIT_IAA:
+        state = {f"{name}.{k}": v for name in ("mapper", "image_proj") for k, v in sections[name].items()}
+        config_type, model_type = IAAConfig, ImageAlignmentAdapter
+    else:
+        state = sections["image_proj"]
+        config_type, model_type = (ImageProjConfig, ImageProjModel) if family == IP_ADAPTER else (ResamplerConfig, Resampler)
     try:
-        if family == INSIGHTEDIT_IAA:
-            return ImageAlignmentAdapter.from_sections(sections["mapper"], image_proj)
-        model_type = ImageProjModel if family == IP_ADAPTER else Resampler
-        module = model_type(**model_type.sizes_from_state_dict(image_proj))
-        module.load_state_dict(image_proj, strict=True, assign=True)  # keeps the file dtype
+        config = config_type.from_shapes({k: tuple(v.shape) for k, v in state.items()})
+        with torch.device("meta"):
+            module = model_type(config, operations=operations)
+        module.load_state_dict(state, strict=True, assign=True)  # keeps the file dtype
         return module
     except (ValueError, RuntimeError, KeyError) as err:
         raise ModelFileError(
@@ -162,7 +168,7 @@ def _channels_text(channels: Sequence[int]) -> str:
     return "[" + ", ".join(f"{c} x{n}" if n > 1 else str(c) for c, n in runs) + "]"
 
 
-def load_image_adapter(path: str | Path) -> ImageAdapter:
+def load_image_adapter(path: str | Path, operations=DEFAULT_OPERATIONS) -> ImageAdapter:
     """Read an IP-Adapter (base / Plus) or InsightEdit IAA file (``.safetensors`` or ``.bin``) into an ``ImageAdapter``.
 
     Raises ``ModelFileError`` naming the file, the expected layout and what was found for an
@@ -172,7 +178,7 @@ def load_image_adapter(path: str | Path) -> ImageAdapter:
     sections = read_adapter_sections(path)
     family = recognise_adapter_family(sections, path)
     to_k, to_v = _layer_weights(sections, path)
-    projection = _projection(family, sections, path)
+    projection = _projection(family, sections, path, operations)
     if to_k[0].shape[1] != projection.context_dim or any(w.shape[1] != to_k[0].shape[1] for w in to_k):
         raise ModelFileError(
             path,

@@ -10,15 +10,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from ..encoder import AUTO_TEMPLATE, MAX_NEW_TOKENS, EncodeOptions, missing_tokens_problem, status_lines
 from ..instruction import LMMInstruction
 from .decode import DecodeResult, decode_image_states, image_tokens_in_order
 from .lmm import SmartEditLMM
-from .prompt import build_prompt, resolve_template
+from .prompt import TEMPLATES, build_prompt, resolve_template, template_index_for_seed
 from .vision import clip_pixels
+
+# "NN: <Human line>", numbered 1..30 in the order of data/ConversationTemplateEditing_use.txt
+TEMPLATE_CHOICES = [AUTO_TEMPLATE] + [f"{i + 1:02d}: {human}" for i, (human, _) in enumerate(TEMPLATES)]
+# Working memory of one encode, beyond the weights (what ComfyUI must free before loading the LMM):
+PROMPT_POSITIONS = 1024  # upper bound of the prompt: system text + template (~100 tokens) + 256 image features
+ALLOCATOR_HEADROOM = 256 * 1024 * 1024  # CLIP activations, logits [V] per step and the allocator's fragmentation
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,7 @@ def encode_instruction(
     extras = {"first_logits_argmax": int(result.first_logits.argmax()), "model_choices": result.model_choices}
     kept = result.kept_states.shape[0]
     if kept != len(lmm.info.image_token_ids):
-        extras["problem"] = (
-            f"the LMM emitted {kept} image tokens instead of {len(lmm.info.image_token_ids)} before </s>; "
-            "the reference would stop with an assertion error. Turn on force_image_tokens, or try another seed, "
-            "template or temperature 0"
-        )
+        extras["problem"] = missing_tokens_problem(kept, len(lmm.info.image_token_ids), _token_range(lmm))
     return LMMInstruction(
         hidden_states=result.kept_states.float().cpu(),
         vision_features=feats[0].float().cpu(),
@@ -104,3 +107,43 @@ def encode_instruction(
         template=human,
         extras=extras,
     )
+
+
+def _token_range(lmm: SmartEditLMM) -> str:
+    return f"<img_0>..<img_{len(lmm.info.image_token_ids) - 1}>"
+
+
+def template_index(choice: str, seed: int) -> int:
+    """0-based index into TEMPLATES of a TEMPLATE_CHOICES entry; auto: the one the seed picks."""
+    if choice == AUTO_TEMPLATE:
+        return template_index_for_seed(seed)
+    if choice not in TEMPLATE_CHOICES:
+        raise ValueError(f"unknown SmartEdit template {choice!r}; pick one of the 30 or {AUTO_TEMPLATE!r}")
+    return TEMPLATE_CHOICES.index(choice) - 1
+
+
+class SmartEditEncoder:
+    """SmartEdit's LMM as an ``InstructionEncoder`` (loaders/encoder.py)."""
+
+    def __init__(self, lmm: SmartEditLMM) -> None:
+        self.lmm = lmm
+        self.family = lmm.info.family
+
+    def encode(self, image: torch.Tensor, instruction: str, options: EncodeOptions) -> LMMInstruction:
+        index = template_index(options.template, options.seed)
+        result = encode_instruction(
+            self.lmm, image, instruction, seed=options.seed, temperature=options.temperature, template=index,
+            force_image_tokens=options.force_image_tokens, on_token=options.on_token,
+        )
+        template_line = f"Template {index + 1:02d}: {TEMPLATES[index][0]}"
+        return replace(result, status=status_lines(result, len(self.lmm.info.image_token_ids), _token_range(self.lmm),
+                                                   template_line))
+
+    def memory_required(self) -> int:
+        """The KV cache of a full-length answer plus the prompt pass's MLP activations and some headroom."""
+        config = self.lmm.llm.config
+        itemsize = self.lmm.llm.embed_tokens.weight.element_size()
+        positions = PROMPT_POSITIONS + MAX_NEW_TOKENS
+        kv_cache = 2 * config.layers * config.hidden * positions * itemsize
+        activations = 4 * positions * config.intermediate * itemsize  # MLP intermediates of the prompt pass
+        return kv_cache + activations + ALLOCATOR_HEADROOM

@@ -16,8 +16,10 @@ import torch
 
 from ..errors import ModelFileError
 from ..weight_files import read_json, read_rows, read_shapes
-from .tokenizer import LLAVA_EXTRA_ROWS
+from .files import SmartEditBundle
+from .tokenizer import ADDED_TOKENS, LLAVA_EXTRA_ROWS, LlamaSlowTokenizer
 
+ADDED_ROWS = len(ADDED_TOKENS)  # 35 rows appended by setup_tokens_for_conversation
 EMBED_KEY = "model.embed_tokens.weight"
 LM_HEAD_KEY = "lm_head.weight"
 LLAVA_11_FIX = (
@@ -98,3 +100,30 @@ def base_rows(llava: LlavaBase, base_vocab: int, width: int, dtype: torch.dtype)
     embed = read_rows(llava.embed_file, EMBED_KEY, base_vocab, dtype=torch.float32)
     lm_head = read_rows(llava.lm_head_file, LM_HEAD_KEY, base_vocab, dtype=torch.float32)
     return embed.to(dtype), lm_head.to(dtype)
+
+
+def check_vocab(llm_rows: int, head_rows: int, llava, tokenizer: LlamaSlowTokenizer, bundle: SmartEditBundle) -> int:
+    """The base vocabulary V0, after checking LLaVA (V0 + 3 rows), tokenizer (V0 pieces) and both SmartEdit
+    files (V0 + 35 rows) agree; the error names the one that disagrees."""
+    pieces = tokenizer.base_vocab
+    if llava.rows != pieces + LLAVA_EXTRA_ROWS:
+        if llava.rows == pieces:
+            base_rows(llava, pieces, llava.width, torch.float32)  # raises the LLaVA-1.5 / plain-LLaMA error
+        if llava.rows - LLAVA_EXTRA_ROWS + ADDED_ROWS == llm_rows:
+            raise ModelFileError(
+                tokenizer.model_file, f"a LLaMA tokenizer of {llm_rows - ADDED_ROWS} pieces (the base vocabulary of the weights)",
+                f"{pieces} pieces", "use tokenizer.model of Vicuna-1.1 / LLaVA-1.1 (the LLaMA-1 tokenizer, 32000 pieces)",
+            )
+        raise ModelFileError(
+            llava.embed_file, f"{pieces + LLAVA_EXTRA_ROWS} embedding rows (LLaVA-1.1: base vocabulary + 3)",
+            f"{llava.rows} rows", "use the LLaVA-1.1 base that matches the SmartEdit bundle and the tokenizer",
+        )
+    for rows, path, what in ((llm_rows, bundle.llm, "embed_tokens"), (head_rows, bundle.embeddings_qformer, "lm_head")):
+        if rows != pieces + ADDED_ROWS:
+            raise ModelFileError(
+                path, f"{what} with {pieces + ADDED_ROWS} rows: the base vocabulary {pieces} plus the {ADDED_ROWS} SmartEdit "
+                "rows <img>, <im_start>, <im_end>, <img_0>..<img_31>",
+                f"{rows} rows" + (" (the <img_k> rows are missing)" if rows < pieces + ADDED_ROWS else ""),
+                "use the SmartEdit release files as published (re-download LLM-15000 if it predates 2024-04-28)",
+            )
+    return pieces

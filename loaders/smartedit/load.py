@@ -17,24 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..errors import ModelFileError
 from ..ip2p.unet_keys import DIFFUSERS_PREFIX, LDM_PREFIX, diffusers_unet_to_ldm
 from ..llama import LlamaConfig, LlamaLM, rope_inv_freq
+from ..operations import DEFAULT_OPERATIONS
 from ..weight_files import read_json, read_shapes
 from .bim import BIM, BIMConfig
 from .conditioning import SmartEditBridge
 from .files import FileFormat, SmartEditBundle, find_bundle, merge_lora, read_tensors
-from .llava_base import base_rows, open_llava_base
+from .llava_base import base_rows, check_vocab, open_llava_base
 from .lmm import LMMInfo, SmartEditLMM
 from .qformer import QFormer, QFormerConfig
-from .tokenizer import ADDED_TOKENS, IMAGE_TOKEN_COUNT, LLAVA_EXTRA_ROWS, LlamaSlowTokenizer
+from .tokenizer import IMAGE_TOKEN_COUNT, LlamaSlowTokenizer
 from .vision import ClipVisionConfig, ClipVisionTower, clip_state_to_tower
 
 LLM_PREFIX = "model.base_model.model."  # SmartEdit LLMSDTrainer._save filter for the LoRA-wrapped LlamaModel
 CLIP_PREFIX = "vision_model."
-ADDED_ROWS = len(ADDED_TOKENS)  # 35 rows appended by setup_tokens_for_conversation
+CLIP_IMAGE_SIZE = 224  # LLaVA-1.1 / SmartEdit: openai/clip-vit-large-patch14, 224 px (16 x 16 patches)
 
 
 def _strip_llm_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -66,7 +66,7 @@ def _llm_config(state: dict[str, torch.Tensor], llava_config: dict, lora_path: P
     return LlamaConfig.from_shapes(shapes, heads, float(llava_config.get("rms_norm_eps", 1e-6)))
 
 
-def _load_vision(clip_path: Path, select_layer: int, dtype: torch.dtype) -> ClipVisionTower:
+def _load_vision(clip_path: Path, select_layer: int, dtype: torch.dtype, operations=DEFAULT_OPERATIONS) -> ClipVisionTower:
     file = clip_path
     config_json = None
     if clip_path.is_dir():
@@ -85,37 +85,10 @@ def _load_vision(clip_path: Path, select_layer: int, dtype: torch.dtype) -> Clip
         )
     config = ClipVisionConfig.from_shapes(shapes, prefix, config_json)
     with torch.device("meta"):
-        tower = ClipVisionTower(config, select_layer)
+        tower = ClipVisionTower(config, select_layer, operations=operations)
     state = clip_state_to_tower(read_tensors(file, lambda k: k.startswith(prefix), dtype), prefix, tower)
     tower.load_state_dict(state, strict=True, assign=True)
     return tower
-
-
-def _check_vocab(llm_rows: int, head_rows: int, llava, tokenizer: LlamaSlowTokenizer, bundle: SmartEditBundle) -> int:
-    """The base vocabulary V0, after checking LLaVA (V0 + 3 rows), tokenizer (V0 pieces) and both SmartEdit
-    files (V0 + 35 rows) agree; the error names the one that disagrees."""
-    pieces = tokenizer.base_vocab
-    if llava.rows != pieces + LLAVA_EXTRA_ROWS:
-        if llava.rows == pieces:
-            base_rows(llava, pieces, llava.width, torch.float32)  # raises the LLaVA-1.5 / plain-LLaMA error
-        if llava.rows - LLAVA_EXTRA_ROWS + ADDED_ROWS == llm_rows:
-            raise ModelFileError(
-                tokenizer.model_file, f"a LLaMA tokenizer of {llm_rows - ADDED_ROWS} pieces (the base vocabulary of the weights)",
-                f"{pieces} pieces", "use tokenizer.model of Vicuna-1.1 / LLaVA-1.1 (the LLaMA-1 tokenizer, 32000 pieces)",
-            )
-        raise ModelFileError(
-            llava.embed_file, f"{pieces + LLAVA_EXTRA_ROWS} embedding rows (LLaVA-1.1: base vocabulary + 3)",
-            f"{llava.rows} rows", "use the LLaVA-1.1 base that matches the SmartEdit bundle and the tokenizer",
-        )
-    for rows, path, what in ((llm_rows, bundle.llm, "embed_tokens"), (head_rows, bundle.embeddings_qformer, "lm_head")):
-        if rows != pieces + ADDED_ROWS:
-            raise ModelFileError(
-                path, f"{what} with {pieces + ADDED_ROWS} rows: the base vocabulary {pieces} plus the {ADDED_ROWS} SmartEdit "
-                "rows <img>, <im_start>, <im_end>, <img_0>..<img_31>",
-                f"{rows} rows" + (" (the <img_k> rows are missing)" if rows < pieces + ADDED_ROWS else ""),
-                "use the SmartEdit release files as published (re-download LLM-15000 if it predates 2024-04-28)",
-            )
-    return pieces
 
 
 def load_lmm(
@@ -124,6 +97,7 @@ def load_lmm(
     clip_path: str | Path,
     tokenizer_path: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
+    operations=DEFAULT_OPERATIONS,
 ) -> SmartEditLMM:
     """Build the LMM on CPU in `dtype` from a bundle, the LLaVA-1.1 base folder and the CLIP vision weights.
 
@@ -138,7 +112,7 @@ def load_lmm(
     state = _strip_llm_keys(state, bundle.llm)
     config = _llm_config(state, llava.config, bundle.llm)
     head_rows = read_shapes(bundle.embeddings_qformer).get("lm_head.weight", (0,))[0]
-    base_vocab = _check_vocab(config.vocab, head_rows, llava, tokenizer, bundle)
+    base_vocab = check_vocab(config.vocab, head_rows, llava, tokenizer, bundle)
     embed_base, head_base = base_rows(llava, base_vocab, config.hidden, dtype)
     extra = read_tensors(bundle.embeddings_qformer, lambda k: k in ("lm_head.weight", "mm_projector.weight", "mm_projector.bias"))
     llm_state = merge_lora(state, bundle.lora, bundle.llm)
@@ -149,10 +123,10 @@ def load_lmm(
     llm_state["lm_head.weight"] = torch.cat([head_base, extra.pop("lm_head.weight")[base_vocab:].to(dtype)])
     llm_state["inv_freq"] = inv_freq.float() if inv_freq is not None else rope_inv_freq(config.head_dim)
     with torch.device("meta"):
-        llm = LlamaLM(config)
+        llm = LlamaLM(config, operations=operations)
     llm.load_state_dict(llm_state, strict=True, assign=True)
     select_layer = int(llava.config.get("mm_vision_select_layer", -2))
-    vision = _load_vision(Path(clip_path), select_layer, dtype)
+    vision = _load_vision(Path(clip_path), select_layer, dtype, operations)
     proj_w = extra["mm_projector.weight"]
     if tuple(proj_w.shape) != (config.hidden, vision.config.hidden):
         raise ModelFileError(
@@ -160,7 +134,7 @@ def load_lmm(
             f"{list(proj_w.shape)}", "use the CLIP ViT-L/14 (224 px) vision tower LLaVA-1.1 was trained with",
         )
     with torch.device("meta"):
-        projector = nn.Linear(vision.config.hidden, config.hidden)
+        projector = operations.Linear(vision.config.hidden, config.hidden)
     projector.load_state_dict({"weight": proj_w.to(dtype), "bias": extra["mm_projector.bias"].to(dtype)}, assign=True)
     info = LMMInfo(
         base_vocab=base_vocab,
@@ -180,7 +154,17 @@ BIM_PREFIXES = (
 )
 
 
-def _qformer(bundle: SmartEditBundle, dtype: torch.dtype, heads: int | None) -> QFormer:
+def check_vision_size(lmm: SmartEditLMM, clip_path: str | Path) -> None:
+    """SmartEdit's LLaVA-1.1 was trained on 224 px CLIP features (256 patches); refuse another tower."""
+    size = lmm.vision.config.image_size
+    if size != CLIP_IMAGE_SIZE:
+        raise ModelFileError(
+            clip_path, f"CLIP ViT-L/14 for {CLIP_IMAGE_SIZE} px images (openai/clip-vit-large-patch14)",
+            f"a vision tower for {size} px images", "pick the 224 px ViT-L/14 (the 336 px one belongs to LLaVA-1.5)",
+        )
+
+
+def _qformer(bundle: SmartEditBundle, dtype: torch.dtype, heads: int | None, operations=DEFAULT_OPERATIONS) -> QFormer:
     raw = read_tensors(bundle.embeddings_qformer, lambda k: k.startswith(QFORMER_PREFIX) or k == QUERY_KEY, dtype)
     if QUERY_KEY not in raw or not any(k.startswith(QFORMER_PREFIX + "encoder.layer.") for k in raw):
         raise ModelFileError(
@@ -192,12 +176,12 @@ def _qformer(bundle: SmartEditBundle, dtype: torch.dtype, heads: int | None) -> 
     state["query_tokens"] = raw[QUERY_KEY]
     config = QFormerConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()}, heads)
     with torch.device("meta"):
-        model = QFormer(config)
+        model = QFormer(config, operations=operations)
     model.load_state_dict(state, strict=True, assign=True)
     return model
 
 
-def _bim(bundle: SmartEditBundle, dtype: torch.dtype) -> BIM:
+def _bim(bundle: SmartEditBundle, dtype: torch.dtype, operations=DEFAULT_OPERATIONS) -> BIM:
     state = read_tensors(bundle.bim, lambda k: k.startswith(BIM_PREFIXES), dtype)
     if "modulate_head.weight" not in state or "dimension_reduction_head_zeroconv.weight" not in state:
         raise ModelFileError(
@@ -206,15 +190,16 @@ def _bim(bundle: SmartEditBundle, dtype: torch.dtype) -> BIM:
         )
     config = BIMConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()})
     with torch.device("meta"):
-        model = BIM(config)
+        model = BIM(config, operations=operations)
     model.load_state_dict(state, strict=True, assign=True)
     return model
 
 
-def load_bridge(bundle: SmartEditBundle, dtype: torch.dtype = torch.float32, qformer_heads: int | None = None) -> SmartEditBridge:
+def load_bridge(bundle: SmartEditBundle, dtype: torch.dtype = torch.float32, qformer_heads: int | None = None,
+                operations=DEFAULT_OPERATIONS) -> SmartEditBridge:
     """Q-Former + BIM on CPU in `dtype`. qformer_heads: BERT head count (default width / 64: 12 for SmartEdit's 768)."""
-    qformer = _qformer(bundle, dtype, qformer_heads)
-    bim = _bim(bundle, dtype)
+    qformer = _qformer(bundle, dtype, qformer_heads, operations)
+    bim = _bim(bundle, dtype, operations)
     if bim.config.text != qformer.config.hidden:
         raise ModelFileError(
             bundle.bim, f"modulate_head.weight [*, {qformer.config.hidden}] (the Q-Former width)",

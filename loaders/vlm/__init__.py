@@ -8,16 +8,18 @@ LLaVA-1.5/NeXT/OneVision and Qwen2-VL/2.5-VL with learned ``[MM]`` tokens -> ``L
 - ``encoder.py``: ``encode_instruction`` and ``VLMEncoder``, the family's ``InstructionEncoder``.
 """
 
-from .encoder import encode_instruction, split_answer
+from .encoder import VLMEncoder, encode_instruction, split_answer
 from .families import FAMILIES_BY_MODEL_TYPE, VLMFamily, recognise_vlm_family
-from .load import DEFAULT_NUM_MM_TOKENS, MM_TOKEN_FORMAT, MLLMBundle, load_mllm
+from .load import DEFAULT_NUM_MM_TOKENS, MM_TOKEN_FORMAT, MLLMBundle, VLMModule, load_mllm
 
 __all__ = [
     "DEFAULT_NUM_MM_TOKENS",
     "FAMILIES_BY_MODEL_TYPE",
     "MM_TOKEN_FORMAT",
     "MLLMBundle",
+    "VLMEncoder",
     "VLMFamily",
+    "VLMModule",
     "encode_instruction",
     "load_mllm",
     "recognise_vlm_family",

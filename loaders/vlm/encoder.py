@@ -1,6 +1,6 @@
 """Encoding an image and an instruction with a VLM into an ``LMMInstruction`` (the ``[MM]`` hidden states).
 
-Steps (the capture rule follows SmartEdit's, research/smartedit.md §3.4: the hidden state of the
+Steps (the capture rule follows SmartEdit's, docs/smartedit.md, The image-token states: the hidden state of the
 position *holding* each image token, after the final norm):
 
 1. prompt = template with the image marker and the instruction; the image placeholder is expanded to
@@ -9,25 +9,31 @@ position *holding* each image token, after the final norm):
    softmax(logits / T) sampling from a seeded generator, no top-k / top-p), stopping at EOS;
 3. one forward pass over prompt + answer + ``[MM_0] .. [MM_{r-1}]`` gives the last-layer states at
    the ``[MM]`` positions ``[r, D_llm]``. When the model wrote the ``[MM]`` tokens itself, in
-   order, those are its own positions (``image_tokens_in_order``); otherwise the tokens are appended
-   after the answer's text (``forced``), which is what training sees (teacher forcing).
+   order, those are its own positions (``image_tokens_in_order``); with ``force_image_tokens`` they are
+   appended after the answer's text (``forced``), which is what training sees (teacher forcing); otherwise
+   the states of the ``[MM]`` tokens it wrote are kept as written and the status says what went wrong.
+
+``VLMEncoder`` is this family's ``InstructionEncoder`` (loaders/encoder.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
+from ..encoder import AUTO_TEMPLATE, MAX_NEW_TOKENS, EncodeOptions, missing_tokens_problem, status_lines
 from ..instruction import LMMInstruction
+from ..pixels import to_pil
 from .families import VISION_QWEN2
 from .load import MLLMBundle
 
+UNTRAINED_NOTE = ("Note: this folder has no learned [MM] tokens (the loader added them untrained); bridges trained "
+                  "for a fine-tuned model will not get meaningful states.")
 IMAGE_INPUT_KEYS = ("pixel_values", "image_sizes", "image_grid_thw")  # what the families' forwards take
 
 
@@ -54,31 +60,23 @@ def split_answer(generated: Sequence[int], mm_ids: Sequence[int], eos_ids: Seque
 
 
 class _TokenCallback(BaseStreamer):
-    """Calls ``on_token(id)`` for each generated token (generate's first ``put`` is the prompt)."""
+    """Calls ``on_token(step, id)`` for each generated token (generate's first ``put`` is the prompt)."""
 
-    def __init__(self, on_token: Callable[[int], None]) -> None:
+    def __init__(self, on_token: Callable[[int, int], None]) -> None:
         self.on_token = on_token
         self.prompt_seen = False
+        self.step = 0
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:
             self.prompt_seen = True
             return
         for token in value.reshape(-1).tolist():
-            self.on_token(int(token))
+            self.on_token(self.step, int(token))
+            self.step += 1
 
     def end(self) -> None:
         return None
-
-
-def as_pil_image(image: Image.Image | torch.Tensor) -> Image.Image:
-    """A PIL RGB image from PIL or from a ComfyUI IMAGE row ``[H, W, 3]`` float in [0, 1]."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if image.dim() != 3 or image.shape[-1] != 3:
-        raise ValueError(f"expected one image [H, W, 3] (ComfyUI IMAGE row), got {tuple(image.shape)}")
-    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(pixels))
 
 
 def _image_inputs(bundle: MLLMBundle, image: Image.Image) -> dict[str, torch.Tensor]:
@@ -133,7 +131,7 @@ def _text_inputs(bundle: MLLMBundle, ids: torch.Tensor) -> dict[str, torch.Tenso
 
 def _generate(
     bundle: MLLMBundle, ids: torch.Tensor, image_inputs: dict, max_new_tokens: int, temperature: float, seed: int,
-    on_token: Callable[[int], None] | None,
+    on_token: Callable[[int, int], None] | None,
 ) -> list[int]:
     model = bundle.model
     own = model.generation_config
@@ -169,18 +167,18 @@ def encode_instruction(
     max_new_tokens: int = 0,
     temperature: float = 0.0,
     seed: int = 0,
-    force_mm_tokens: bool = True,
+    force_image_tokens: bool = False,
     template: str | None = None,
-    on_token: Callable[[int], None] | None = None,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> LMMInstruction:
     """``[MM]`` hidden states ``[r, D_llm]``, vision features ``[P, D_vis]`` and the answer text (CPU fp32).
 
-    max_new_tokens 0: no answer, the ``[MM]`` tokens follow the prompt. force_mm_tokens False: use
-    the model's own ``[MM]`` tokens and fail when it did not write exactly r of them.
+    max_new_tokens 0: no answer, the ``[MM]`` tokens follow the prompt. force_image_tokens False: use the
+    states of the ``[MM]`` tokens the model wrote (``extras["problem"]`` says when they are not r in order).
     """
     template = template or bundle.family.default_template
     prompt = template.replace("{image}", bundle.image_marker).replace("{instruction}", instruction)
-    image_inputs = _image_inputs(bundle, as_pil_image(image))
+    image_inputs = _image_inputs(bundle, to_pil(image))
     image_tokens, vision_features = _vision(bundle, image_inputs)
     ids = _prompt_ids(bundle, prompt, image_tokens)
     mm_ids = bundle.mm_token_ids
@@ -189,22 +187,20 @@ def encode_instruction(
     if max_new_tokens:
         generated = _generate(bundle, ids, image_inputs, max_new_tokens, temperature, seed, on_token)
     split = split_answer(generated, mm_ids, _eos_ids(bundle))
-    if split.in_order:
-        tail = split.mm_run
-    elif force_mm_tokens:
-        tail = list(mm_ids)
-    elif sorted(split.mm_run) == sorted(mm_ids):
-        tail = split.mm_run  # all r tokens, out of order: SmartEdit's capture rule still applies
-    else:
-        raise ValueError(
-            f"the model wrote {len(split.mm_run)} tokens after its first [MM] token where {len(mm_ids)} [MM] tokens "
-            "were expected; enable force_mm_tokens to append them (as training did)"
-        )
+    forced = not split.in_order and (force_image_tokens or not max_new_tokens)  # no answer: appended by design
+    tail = list(mm_ids) if forced else split.mm_run
     full = torch.cat([ids, torch.tensor(split.text_ids + tail, dtype=ids.dtype)])
     out = bundle.model.model(**_text_inputs(bundle, full), **image_inputs)
-    positions = torch.arange(full.shape[0] - len(tail), full.shape[0])
+    # SmartEdit's capture rule: the state of every position holding an [MM] token, in the order written
+    mm = set(mm_ids)
+    start = full.shape[0] - len(tail)
+    positions = torch.tensor([start + i for i, token in enumerate(tail) if token in mm], dtype=torch.long)
     hidden = out.last_hidden_state[0, positions.to(bundle.model.device)]  # [r, D_llm] after the final norm
-    forced = not split.in_order and force_mm_tokens
+    extras = {"mm_tokens_trained": bundle.mm_tokens_trained, "prompt": prompt}
+    if not bundle.mm_tokens_trained:
+        extras["notes"] = (UNTRAINED_NOTE,)
+    if not forced and not split.in_order and positions.numel() != len(mm_ids):
+        extras["problem"] = missing_tokens_problem(positions.numel(), len(mm_ids), _token_range(mm_ids))
     return LMMInstruction(
         hidden_states=hidden.float().cpu(),
         vision_features=vision_features.float().cpu(),
@@ -214,5 +210,43 @@ def encode_instruction(
         text=bundle.tokenizer.decode(split.text_ids, skip_special_tokens=True).strip(),
         forced=forced,
         template=template,
-        extras={"mm_tokens_trained": bundle.mm_tokens_trained, "prompt": prompt},
+        extras=extras,
     )
+
+
+def _token_range(mm_ids: Sequence[int]) -> str:
+    return f"[MM_0]..[MM_{len(mm_ids) - 1}]"
+
+
+class VLMEncoder:
+    """A transformers VLM with ``[MM]`` tokens as an ``InstructionEncoder`` (loaders/encoder.py).
+
+    template: AUTO_TEMPLATE uses the family's own (``families.py``); a template with ``{image}`` and
+    ``{instruction}`` replaces it. SmartEdit's 30 templates are LLaVA-1.1 conversation lines and are refused.
+    """
+
+    def __init__(self, bundle: MLLMBundle) -> None:
+        self.bundle = bundle
+        self.family = bundle.family.name
+
+    def encode(self, image: torch.Tensor, instruction: str, options: EncodeOptions) -> LMMInstruction:
+        template = None
+        if options.template != AUTO_TEMPLATE:
+            if "{instruction}" not in options.template or "{image}" not in options.template:
+                raise ValueError(
+                    f"template {options.template!r} is one of SmartEdit's LLaVA-1.1 conversation lines; a "
+                    f"{self.family} model uses its own template. Set template to {AUTO_TEMPLATE!r}."
+                )
+            template = options.template
+        result = encode_instruction(
+            self.bundle, image, instruction, max_new_tokens=MAX_NEW_TOKENS, temperature=options.temperature,
+            seed=options.seed, force_image_tokens=options.force_image_tokens, template=template,
+            on_token=options.on_token,
+        )
+        mm_ids = self.bundle.mm_token_ids
+        template_line = f"Template ({result.family}): {result.template}"
+        return replace(result, status=status_lines(result, len(mm_ids), _token_range(mm_ids), template_line))
+
+    def memory_required(self) -> int:
+        """0: transformers' generate allocates its own KV cache; ComfyUI keeps its minimum free memory."""
+        return 0

@@ -8,11 +8,11 @@ the family's image marker (one placeholder token, expanded to one token per visu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelFileError
+from ..weight_files import read_json
 
 VISION_LLAVA = "llava"  # CLIP/SigLIP tower; features = hidden_states[vision_feature_layer] of the base image
 VISION_QWEN2 = "qwen2-vl"  # Qwen2-VL ViT; features = blocks' output before the 2x2 patch merger
@@ -69,12 +69,7 @@ def recognise_vlm_family(folder: str | Path) -> VLMFamily:
             "no config.json",
             "point the loader at the folder save_pretrained wrote (config.json, *.safetensors, tokenizer files)",
         )
-    try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
-    except json.JSONDecodeError as err:
-        raise ModelFileError(
-            config_path, "a JSON config", f"invalid JSON ({err})", "download config.json again"
-        ) from err
+    model_type = read_json(config_path, fix="download config.json again").get("model_type")
     if model_type not in FAMILIES_BY_MODEL_TYPE:
         raise ModelFileError(
             config_path,

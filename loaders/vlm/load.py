@@ -1,10 +1,10 @@
 """Loading a transformers vision-language model with its learned ``[MM]`` tokens (InsightEdit's bridge tokens).
 
-InsightEdit (arXiv 2411.17323, research/smartedit.md §5.2) appends ``r`` special tokens
+InsightEdit (arXiv 2411.17323; docs/smartedit.md) appends ``r`` special tokens
 ``[MM_0] .. [MM_{r-1}]`` to the MLLM's input; their last-layer hidden states feed the bridge. A
 folder fine-tuned for it (``save_pretrained`` of the model and tokenizer) already holds the tokens
 and their trained embedding rows. For any other folder the tokens are added here, their rows set to
-the mean of the existing rows (SmartEdit's initialisation, research/smartedit.md §3.6), and the
+the mean of the existing rows (SmartEdit's initialisation, docs/smartedit.md), and the
 bundle says they are untrained; learned rows can also come from a small file (``mm_embeddings``):
 
 | key | shape | meaning |
@@ -24,14 +24,13 @@ from pathlib import Path
 
 import torch
 import transformers
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from ..errors import ModelFileError
+from ..weight_files import read_tensors
 from .families import VLMFamily, recognise_vlm_family
 
 MM_TOKEN_FORMAT = "[MM_{}]"  # InsightEdit's "[MM]" tokens; SmartEdit's analogue is <img_k>
-DEFAULT_NUM_MM_TOKENS = 32  # r is not stated in the paper; SmartEdit uses 32 (research/smartedit.md §5.5)
+DEFAULT_NUM_MM_TOKENS = 32  # r is not stated in the paper; SmartEdit uses 32 (docs/smartedit.md, InsightEdit)
 
 
 @dataclass
@@ -56,6 +55,15 @@ class MLLMBundle:
             end = self.tokenizer.convert_ids_to_tokens(config.vision_end_token_id)
             return start + placeholder + end
         return placeholder
+
+
+class VLMModule(torch.nn.Module):
+    """One module for ComfyUI to move: ``vlm`` is the bundle's transformers model (the same object, so the
+    bundle's encoder sees it where ComfyUI put it)."""
+
+    def __init__(self, bundle: MLLMBundle) -> None:
+        super().__init__()
+        self.vlm = bundle.model
 
 
 def _mm_token_ids(tokenizer: object, names: list[str], folder: Path) -> list[int] | None:
@@ -89,10 +97,7 @@ def _add_mm_tokens(model: torch.nn.Module, tokenizer: object, names: list[str]) 
 
 
 def _load_mm_embeddings(model: torch.nn.Module, ids: list[int], path: Path) -> None:
-    try:
-        rows = load_file(str(path))
-    except (SafetensorError, FileNotFoundError) as err:
-        raise ModelFileError(path, "a safetensors file of [MM] embedding rows", str(err), "check the file") from err
+    rows = read_tensors(path, expected_object="a file of [MM] embedding rows (input_embeddings, output_embeddings)")
     width = model.get_input_embeddings().weight.shape[1]
     for key in ("input_embeddings", "output_embeddings"):
         if key in rows and tuple(rows[key].shape) != (len(ids), width):

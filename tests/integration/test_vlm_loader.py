@@ -54,16 +54,16 @@ def _encode(lmm, image):
 
 @pytest.mark.parametrize("folder", sorted(FAMILIES))
 def test_loader_and_encode_node_give_the_encoders_mm_states(mllm_folders, image, folder):
+    from lmm_edit.loaders.encoder import MAX_NEW_TOKENS
     from lmm_edit.loaders.vlm import encode_instruction, load_mllm
-    from lmm_edit.nodes.vlm_loader import MAX_NEW_TOKENS, mllm_bundle_of
 
     family, width = FAMILIES[folder]
     lmm = _load(folder)
-    assert mllm_bundle_of(lmm).family.name == family
+    assert lmm.family == family
     instruction, text = _encode(lmm, image)
 
     reference = encode_instruction(load_mllm(mllm_folders / folder, NUM_MM_TOKENS), image[0], INSTRUCTION,
-                                   max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, seed=0, force_mm_tokens=True)
+                                   max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, seed=0, force_image_tokens=True)
     assert instruction.hidden_states.shape == (NUM_MM_TOKENS, width)
     assert (instruction.family, instruction.template, text) == (family, reference.template, reference.text)
     torch.testing.assert_close(instruction.hidden_states, reference.hidden_states, atol=1e-5, rtol=1e-5)

@@ -2,7 +2,7 @@
 
 References: ComfyUI_IPAdapter_plus ``IPAdapterPlus.py`` ``ipadapter_execute`` (the SD1.5 and SDXL
 block lists it patches, in weight order; its middle key ``("middle", 1)`` differs from ComfyUI
-0.3.64's ``("middle", 0)``, which we follow), research/kernels.md §3.1 (16 / 70 layers, channels).
+0.3.64's ``("middle", 0)``, which we follow), docs/kernels.md (16 / 70 layers, channels).
 """
 
 from __future__ import annotations

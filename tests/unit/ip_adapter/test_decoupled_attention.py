@@ -1,6 +1,6 @@
 """decoupled_attention equals the IP-Adapter formula written out with explicit softmaxes.
 
-Reference (IP-Adapter, arXiv 2308.06721, eq. for Z_new; research/kernels.md §1.3):
+Reference (IP-Adapter, arXiv 2308.06721, eq. for Z_new; docs/kernels.md):
 O[b] = softmax(q K_txt^T / sqrt(D)) V_txt + sum_i lambda_i[b] * m_i[b, row] * softmax(q K_i^T / sqrt(D)) V_i,
 with K_i = tokens_i W_k^T, V_i = tokens_i W_v^T, per head.
 """

@@ -19,9 +19,18 @@ from lmm_edit.loaders.ip_adapter import (
     ImageAlignmentAdapter,
     load_image_adapter,
 )
+from lmm_edit.loaders.ip_adapter.iaa import IAAConfig
 from lmm_edit.selfcheck.ip_adapter_files import tiny_iaa_state, write_adapter_file
 
 FP32_TOLERANCE = 1e-5
+
+
+def _iaa(state: dict) -> ImageAlignmentAdapter:
+    """An IAA sized from the file sections' shapes and loaded strictly, as load_image_adapter builds it."""
+    flat = {f"{name}.{k}": v for name in ("mapper", "image_proj") for k, v in state[name].items()}
+    module = ImageAlignmentAdapter(IAAConfig.from_shapes({k: tuple(v.shape) for k, v in flat.items()}))
+    module.load_state_dict(flat, strict=True)
+    return module
 
 
 def _gelu(x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +74,7 @@ def test_iaa_file_forward_equals_the_paper_reference(tmp_path, suffix):
 
 def test_iaa_sizes_and_depth_come_from_the_checkpoint():
     state = tiny_iaa_state(llm_dim=20, mapper_dims=(36, 28), clip_dim=12, num_tokens=6, context_dim=16)
-    iaa = ImageAlignmentAdapter.from_sections(state["mapper"], state["image_proj"])
+    iaa = _iaa(state)
     h = torch.randn(2, 5, 20, generator=torch.Generator().manual_seed(4))  # batch of 2, r = 5
 
     tokens = iaa(h)
@@ -78,7 +87,7 @@ def test_iaa_sizes_and_depth_come_from_the_checkpoint():
 
 def test_iaa_clip_embedding_is_the_mapper_output_the_alignment_loss_compares():
     state = tiny_iaa_state(llm_dim=48, mapper_dims=(40,), clip_dim=24)
-    iaa = ImageAlignmentAdapter.from_sections(state["mapper"], state["image_proj"])
+    iaa = _iaa(state)
     h = torch.randn(32, 48, generator=torch.Generator().manual_seed(5))
     mapper = state["mapper"]
     expected = (_gelu(h @ mapper["0.weight"].T + mapper["0.bias"]) @ mapper["2.weight"].T + mapper["2.bias"]).mean(0)
@@ -88,6 +97,6 @@ def test_iaa_clip_embedding_is_the_mapper_output_the_alignment_loss_compares():
 
 def test_iaa_refuses_hidden_states_of_another_lmm_width():
     state = tiny_iaa_state(llm_dim=48)
-    iaa = ImageAlignmentAdapter.from_sections(state["mapper"], state["image_proj"])
+    iaa = _iaa(state)
     with pytest.raises(ValueError, match="width 48"):
         iaa(torch.zeros(32, 64))

@@ -1,7 +1,7 @@
 """The attn2 replace patch of the image branch, and the tokens each guidance branch gets.
 
 References: the decoupled cross-attention formula written with explicit softmaxes (IP-Adapter, arXiv
-2308.06721; research/kernels.md §1.3); ComfyUI's call contract for an attn2 replace patch
+2308.06721; docs/kernels.md); ComfyUI's call contract for an attn2 replace patch
 (``comfy/ldm/modules/attention.py``: q/k/v ``[B, L, H*D]``, ``extra_options`` with ``n_heads``,
 ``cond_or_uncond``, ``sigmas``, ``original_shape``); for unconditional tokens, tencent-ailab/IP-Adapter's
 ``get_image_embeds`` (zero image embeds through ``ImageProjModel``: Linear then LayerNorm).

@@ -11,7 +11,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
 
-from lmm_edit.loaders.ip_adapter import ImageProjModel, Resampler
+from lmm_edit.loaders.ip_adapter.image_projection import ImageProjConfig, ImageProjModel, Resampler, ResamplerConfig
 from lmm_edit.selfcheck.ip_adapter_files import TINY_SD15_UNET_CONFIG, tiny_ip_adapter_state
 
 FP32_TOLERANCE = 1e-5
@@ -23,7 +23,8 @@ def _diffusers_projection(image_proj_state):
 
 
 def _ours(model_type, image_proj_state):
-    module = model_type(**model_type.sizes_from_state_dict(image_proj_state))
+    config_type = {ImageProjModel: ImageProjConfig, Resampler: ResamplerConfig}[model_type]
+    module = model_type(config_type.from_shapes({k: tuple(v.shape) for k, v in image_proj_state.items()}))
     module.load_state_dict(image_proj_state, strict=True)
     return module.eval()
 
@@ -58,7 +59,7 @@ def test_plus_resampler_gives_sixteen_tokens_equal_to_diffusers_plus_projection(
 
 def test_resampler_sizes_are_read_from_the_tensors():
     image_proj = tiny_ip_adapter_state("plus", clip_dim=24)["image_proj"]
-    sizes = Resampler.sizes_from_state_dict(image_proj)
-    assert sizes == {
-        "embedding_dim": 24, "dim": 32, "output_dim": 32, "num_queries": 16, "depth": 4, "inner_dim": 64, "ff_dim": 128,
-    }
+    config = ResamplerConfig.from_shapes({k: tuple(v.shape) for k, v in image_proj.items()})
+    assert config == ResamplerConfig(
+        embedding_dim=24, dim=32, output_dim=32, num_queries=16, depth=4, inner_dim=64, ff_dim=128,
+    )

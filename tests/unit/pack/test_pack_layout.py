@@ -21,7 +21,7 @@ COMFYUI_MODULES = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes"
 def test_root_package_exposes_the_v3_entrypoint_and_web_directory():
     assert inspect.iscoroutinefunction(lmm_edit.comfy_entrypoint)
     assert (ROOT / lmm_edit.WEB_DIRECTORY).is_dir()
-    # V1 and V3 together would make ComfyUI skip comfy_entrypoint (research/comfyui.md §2a).
+    # V1 and V3 together would make ComfyUI skip comfy_entrypoint (docs/comfyui.md, Loading).
     assert not hasattr(lmm_edit, "NODE_CLASS_MAPPINGS")
 
 

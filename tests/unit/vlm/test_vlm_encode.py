@@ -115,11 +115,13 @@ def test_greedy_answer_is_what_generate_writes_and_mm_tokens_follow_it(bundle):
         with_answer["mm_token_type_ids"] = torch.cat([reference["mm_token_type_ids"], torch.zeros_like(tail).int()], 1)
     with torch.no_grad():
         expected_states = bundle.model(**with_answer, output_hidden_states=True).hidden_states[-1][0, -R:]
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
 
-    result = encode_instruction(bundle, image, INSTRUCTION, max_new_tokens=6, on_token=seen.append)
+    result = encode_instruction(bundle, image, INSTRUCTION, max_new_tokens=6, force_image_tokens=True,
+                                on_token=lambda step, token: seen.append((step, token)))
 
-    assert result.token_ids.tolist() == written.tolist() == seen
+    assert result.token_ids.tolist() == written.tolist() == [token for _, token in seen]
+    assert [step for step, _ in seen] == list(range(len(seen)))
     assert result.text == answer_text.strip()
     torch.testing.assert_close(result.hidden_states, expected_states, atol=FP32_TOLERANCE, rtol=FP32_TOLERANCE)
 
@@ -156,16 +158,19 @@ def test_mm_tokens_the_model_writes_in_order_are_its_own_states(bundle, monkeypa
     with torch.no_grad():
         expected = bundle.model(**reference, output_hidden_states=True).hidden_states[-1][0, -R:]
 
-    result = encode_instruction(bundle, image, INSTRUCTION, max_new_tokens=8, force_mm_tokens=False)
+    result = encode_instruction(bundle, image, INSTRUCTION, max_new_tokens=8, force_image_tokens=False)
 
     assert result.image_tokens_in_order and not result.forced and result.text == "ab"
     assert result.token_ids.tolist() == stream
     torch.testing.assert_close(result.hidden_states, expected, atol=FP32_TOLERANCE, rtol=FP32_TOLERANCE)
 
 
-def test_without_forcing_a_model_that_writes_no_mm_tokens_is_an_error(bundle):
-    with pytest.raises(ValueError, match="enable force_mm_tokens"):
-        encode_instruction(bundle, _image(), INSTRUCTION, max_new_tokens=4, force_mm_tokens=False)
+def test_without_forcing_a_model_that_writes_no_mm_tokens_is_reported_not_raised(bundle):
+    result = encode_instruction(bundle, _image(), INSTRUCTION, max_new_tokens=4, force_image_tokens=False)
+
+    assert result.hidden_states.shape[0] == 0 and not result.forced and not result.image_tokens_in_order
+    assert "0 image tokens instead of the 4 [MM_0]..[MM_3]" in result.extras["problem"]
+    assert "force_image_tokens" in result.extras["problem"]
 
 
 MM = [100, 101, 102]
