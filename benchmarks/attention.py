@@ -17,30 +17,16 @@ and the fraction of it reached; targets from the issue: >= 2x over unfused, >= 5
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as functional
+from pack_import import import_pack
 
-
-def _import_lmm_edit() -> None:
-    """Run from a checkout without an install: load the repository root as the package `lmm_edit`."""
-    if importlib.util.find_spec("lmm_edit") is not None:
-        return
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("lmm_edit", root / "__init__.py", submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lmm_edit"] = module
-    spec.loader.exec_module(module)
-
-
-_import_lmm_edit()
+import_pack()
 from lmm_edit.kernels import AttentionBranch, multi_branch_cross_attention, select_backend  # noqa: E402
 
 TEXT_TOKENS = 77  # one CLIP chunk

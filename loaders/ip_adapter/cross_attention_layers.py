@@ -31,7 +31,7 @@ class CrossAttentionLayer:
     channels: int
 
 
-def _as_list(value: int | Sequence[int], levels: int, name: str) -> list[int]:
+def _as_list(value: int | Sequence[int], levels: int) -> list[int]:
     if isinstance(value, int):
         return [value] * levels
     return list(value)
@@ -47,7 +47,7 @@ def cross_attention_layers(unet_config: Mapping[str, object]) -> list[CrossAtten
     channel_mult = list(unet_config["channel_mult"])
     levels = len(channel_mult)
     model_channels = int(unet_config["model_channels"])
-    num_res_blocks = _as_list(unet_config["num_res_blocks"], levels, "num_res_blocks")
+    num_res_blocks = _as_list(unet_config["num_res_blocks"], levels)
     depth_in = list(unet_config["transformer_depth"])
     depth_out = list(unet_config["transformer_depth_output"])
     depth_middle = int(unet_config.get("transformer_depth_middle", depth_in[-1] if depth_in else 0))

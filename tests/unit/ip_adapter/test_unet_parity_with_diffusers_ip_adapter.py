@@ -3,8 +3,8 @@
 Reference: diffusers' ``IPAdapterMixin.load_ip_adapter`` (file reading, ``_load_ip_adapter_weights``,
 ``IPAdapterAttnProcessor2_0``) on a tiny SD1.5-layout ``UNet2DConditionModel``, run with
 ``added_cond_kwargs={"image_embeds": ...}``. Ours: the same UNet weights, every attn2 processor
-replaced by a small processor that does what the ComfyUI attn2 patch does: ``to_q/to_k/to_v``,
-``decoupled_attention`` with our adapter's layer weights and image tokens, ``to_out``.
+replaced by one that calls the pack's own attn2 replace patch (``ImageBranchPatch``) as ComfyUI's
+``CrossAttention`` calls it: ``to_q/to_k/to_v``, the patch with the image tokens in ``extra_options``, ``to_out``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ from diffusers import UNet2DConditionModel
 from diffusers.loaders import IPAdapterMixin
 from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
 
-from lmm_edit.loaders.ip_adapter import (
-    cross_attention_layers,
-    decoupled_attention,
-    load_image_adapter,
-)
+from lmm_edit.loaders.ip_adapter import cross_attention_layers, load_image_adapter
+from lmm_edit.loaders.ip_adapter.image_branch_patch import TOKEN_KEY_FORMAT, ImageBranchPatch, ImageBranchSettings
 from lmm_edit.selfcheck.ip_adapter_files import (
     TINY_CONTEXT_DIM,
     TINY_SD15_LDM_UNET_CONFIG,
@@ -32,6 +29,7 @@ from lmm_edit.selfcheck.ip_adapter_files import (
 
 FP32_TOLERANCE = 2e-5
 CLIP_DIM = 24
+TOKEN_KEY = TOKEN_KEY_FORMAT.format(0)
 
 
 class _UNetHost(IPAdapterMixin):
@@ -42,19 +40,18 @@ class _UNetHost(IPAdapterMixin):
         self.image_encoder = None
 
 
-class _DecoupledAttn2Processor:
-    """What the attn2 replace patch does, as a diffusers processor: project, decoupled attention, to_out."""
+class _PatchAsProcessor:
+    """The pack's attn2 replace patch in a diffusers UNet, called as ComfyUI's ``CrossAttention.forward`` calls it."""
 
-    def __init__(self, adapter, layer_index: int, tokens: torch.Tensor, weight) -> None:
-        self.adapter, self.layer_index, self.tokens, self.weight = adapter, layer_index, tokens, weight
+    def __init__(self, patch: ImageBranchPatch, tokens: torch.Tensor) -> None:
+        self.patch, self.tokens = patch, tokens
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         q = attn.to_q(hidden_states)  # [B, Lq, H*D]
         k = attn.to_k(encoder_hidden_states)  # [B, 77, H*D]
         v = attn.to_v(encoder_hidden_states)
-        branch = self.adapter.branch(self.layer_index, self.tokens, self.weight)
-        out = decoupled_attention(q, k, v, attn.heads, [branch])
-        return attn.to_out[1](attn.to_out[0](out))
+        extra_options = {"n_heads": attn.heads, "cond_or_uncond": [0], TOKEN_KEY: self.tokens}
+        return attn.to_out[1](attn.to_out[0](self.patch(q, k, v, extra_options)))
 
 
 def _tiny_unet(seed: int = 0) -> UNet2DConditionModel:
@@ -68,7 +65,8 @@ def _install_ours(unet: UNet2DConditionModel, adapter, tokens: torch.Tensor, wei
     layer_index = 0
     for name in unet.attn_processors:  # diffusers' order: down, up, mid — the adapter's layer order
         if name.endswith("attn2.processor"):
-            processors[name] = _DecoupledAttn2Processor(adapter, layer_index, tokens, weight)
+            settings = ImageBranchSettings(TOKEN_KEY, adapter, (weight,))
+            processors[name] = _PatchAsProcessor(ImageBranchPatch(layer_index, [settings]), tokens)
             layer_index += 1
         else:
             processors[name] = AttnProcessor2_0()
