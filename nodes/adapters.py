@@ -78,6 +78,9 @@ def _source_for(adapter, instruction, clip_vision_output) -> torch.Tensor:
             f"({source_help[wanted]}); found {found} connected."
         )
     if adapter.family == INSIGHTEDIT_IAA:
+        if instruction.hidden_states.shape[0] == 0:
+            raise ValueError("The LMM wrote no [MM] token, so the IAA has nothing to map. Turn on force_image_tokens "
+                             "in LMMEdit_LMMEncode, or try another seed or temperature 0.")
         return instruction.hidden_states  # [r, D_llm]
     return clip_vision_output[adapter.input_kind]  # image_embeds [n, D] or penultimate_hidden_states [n, P, D]
 
