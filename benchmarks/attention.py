@@ -5,47 +5,33 @@
 
 Shapes: SD 1.5 at 512 px (B = 3 for dual CFG, 8 heads, Lq 4096/1024/256/64, D 40/80/160) and SDXL at
 1024 px (D 64, 10/20 heads, Lq 4096/1024); text 77 tokens plus one image branch of 4 (IP-Adapter)
-or 16 (Plus) tokens (research/kernels.md §3). Inputs are in ComfyUI's attn2 layout [B, L, H*D].
+or 16 (Plus) tokens (docs/kernels.md, Shapes). Inputs are in ComfyUI's attn2 layout [B, L, H*D].
 
 "unfused" is what IPAdapter_plus does: SDPA over text, SDPA over image tokens, ``out + out_ip * w``.
 "op" is ``multi_branch_cross_attention`` through the registry: the Triton kernel on a GPU, the eager
 backend (the same SDPA calls) on a CPU, where the ratio shows only the op's dispatch overhead.
-On a GPU the table adds the bytes floor of research/kernels.md §4 (fused bytes / HBM bandwidth)
+On a GPU the table adds the bytes floor of docs/kernels.md (Memory traffic) (fused bytes / HBM bandwidth)
 and the fraction of it reached; targets from the issue: >= 2x over unfused, >= 50 % of the floor.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as functional
+from pack_import import import_pack
 
-
-def _import_lmm_edit() -> None:
-    """Run from a checkout without an install: load the repository root as the package `lmm_edit`."""
-    if importlib.util.find_spec("lmm_edit") is not None:
-        return
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("lmm_edit", root / "__init__.py", submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lmm_edit"] = module
-    spec.loader.exec_module(module)
-
-
-_import_lmm_edit()
+import_pack()
 from lmm_edit.kernels import AttentionBranch, multi_branch_cross_attention, select_backend  # noqa: E402
 
 TEXT_TOKENS = 77  # one CLIP chunk
 IMAGE_WEIGHT = 0.8
-H100_SXM5_HBM_TBS = 3.35  # TB/s, research/kernels.md §4 (H100 PCIe: 2.0)
+H100_SXM5_HBM_TBS = 3.35  # TB/s, docs/kernels.md (H100 PCIe: 2.0)
 
 
 @dataclass(frozen=True)
@@ -54,7 +40,7 @@ class Layer:
     heads: int
     q_len: int
     head_dim: int
-    count: int  # attn2 layers of this shape in one UNet evaluation (research/kernels.md §3.1)
+    count: int  # attn2 layers of this shape in one UNet evaluation (docs/kernels.md, Shapes)
 
 
 LAYERS = (
@@ -70,7 +56,7 @@ BATCH = 3
 
 
 def bytes_moved(layer: Layer, image_tokens: int, element_size: int) -> tuple[float, float]:
-    """(fused, unfused) HBM bytes of one call, research/kernels.md §4 with n = 1 image branch."""
+    """(fused, unfused) HBM bytes of one call, docs/kernels.md (Memory traffic) with n = 1 image branch."""
     channels = layer.heads * layer.head_dim
     keys = TEXT_TOKENS + image_tokens
     fused = element_size * BATCH * channels * (2 * layer.q_len + 2 * keys)
@@ -190,7 +176,7 @@ def main() -> None:
                 total["floor"] += layer.count * floor
                 row += f" | {floor:>6.1f} {100 * floor / times['op']:>5.0f}%"
             print(row + f" | {backend:7} {difference:>11.2e}")
-    print("per UNet evaluation (all attn2 layers, research/kernels.md §3.1):")
+    print("per UNet evaluation (all attn2 layers, docs/kernels.md):")
     for name, total in totals.items():
         line = f"  {name:14} unfused {total['unfused'] / 1e3:8.2f} ms  op {total['op'] / 1e3:8.2f} ms  " \
                f"unfused/op {total['unfused'] / total['op']:.2f}"

@@ -12,24 +12,14 @@ With CUDA it also runs one Ray worker per GPU and reports items per minute per G
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
-import sys
 import tempfile
 import time
 
+from pack_import import import_pack
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _import_pack() -> None:
-    """Make the repository root importable as `lmm_edit` (as the root conftest.py does)."""
-    if "lmm_edit" in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location("lmm_edit", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lmm_edit"] = module
-    spec.loader.exec_module(module)
 
 
 def _manifest(folder: pathlib.Path, items: int, size: int) -> pathlib.Path:
@@ -76,7 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH)")
     args = parser.parse_args()
-    _import_pack()
+    import_pack()
     import torch
 
     from lmm_edit.cli.batch.local_runner import LocalRunner

@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import torch
+from pack_import import import_pack
 
 SD15_UNET = dict(  # runwayml/stable-diffusion-v1-5 unet/config.json, 8 input channels as InstructPix2Pix
     sample_size=64, in_channels=8, out_channels=4, layers_per_block=2, cross_attention_dim=768,
@@ -177,17 +178,10 @@ def main() -> None:
 
 def _guider_class(comfyui_path: str):
     """Our guider class, importing the pack as `lmm_edit` (editable install or the repo beside it)."""
-    import importlib.util
-    import pathlib
+    import importlib
 
-    root = pathlib.Path(__file__).resolve().parent.parent
-    if importlib.util.find_spec("lmm_edit") is None:
-        spec = importlib.util.spec_from_file_location("lmm_edit", root / "__init__.py",
-                                                      submodule_search_locations=[str(root)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["lmm_edit"] = module
-        spec.loader.exec_module(module)
-    # nodes/guidance.py imports ComfyUI's node modules; `utils.extra_config` must come first (comfyui.md §2c).
+    import_pack()
+    # nodes/guidance.py imports ComfyUI's node modules; `utils.extra_config` must come first (docs/comfyui.md).
     importlib.import_module("utils.extra_config")
     from lmm_edit.nodes.guidance import InstructPix2PixGuider
 

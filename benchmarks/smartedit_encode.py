@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from pack_import import import_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT_TEXT_TOKENS = 105  # length of SmartEdit's prompt around the image slot with a short instruction
@@ -86,18 +87,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _import_pack() -> None:
-    """Make the repository root importable as `lmm_edit` (as the root conftest.py does)."""
-    if "lmm_edit" in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location("lmm_edit", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lmm_edit"] = module
-    spec.loader.exec_module(module)
-
-
 def run_ours(layers: int, dtype: torch.dtype, device: str) -> dict:
-    _import_pack()
+    import_pack()
     w = _weights(layers)
     bundle, decode, load_lmm, vision = (
         importlib.import_module(f"lmm_edit.loaders.smartedit.{name}") for name in ("bundle", "decode", "load_lmm", "vision")
@@ -231,7 +222,7 @@ def _child(args) -> None:
     if args.path == "reference":
         result = run_reference(args.layers, args.device)
     else:
-        _import_pack()
+        import_pack()
         from lmm_edit.loaders.dtypes import NAMED_DTYPES
 
         result = run_ours(args.layers, NAMED_DTYPES[args.dtype], args.device)

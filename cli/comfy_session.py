@@ -1,7 +1,7 @@
 """Real ComfyUI, booted in this process without a server, with LMM Edit loaded as a custom node.
 
 Used by the integration tests and by ``python -m lmm_edit edit``. The boot order follows
-ComfyUI's own ``main.py`` (research/comfyui.md §2c): arguments are set before
+ComfyUI's own ``main.py`` (docs/comfyui.md, In-process ComfyUI): arguments are set before
 ``folder_paths`` and ``comfy.model_management`` are imported, ``utils.extra_config`` is
 imported before ``nodes`` (which puts ``comfy/`` first on sys.path).
 """
@@ -48,7 +48,7 @@ def find_comfyui(explicit: str | None = None) -> pathlib.Path:
     )
 
 
-# Modules ComfyUI imports at start-up (research/comfyui.md §1), by import name.
+# Modules ComfyUI imports at start-up (ComfyUI 0.3.64 `main.py`), by import name.
 COMFYUI_IMPORTS = ("torchvision", "torchsde", "einops", "transformers", "safetensors", "aiohttp", "av", "psutil",
                    "PIL", "yaml", "scipy", "sqlalchemy", "alembic")
 

@@ -19,12 +19,12 @@ ATTENTION = "attention"
 
 _FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
-# Head dims the Triton kernel is tested at: SD 1.5 uses 40/80/160, SDXL 64 (research/kernels.md §3.1),
+# Head dims the Triton kernel is tested at: SD 1.5 uses 40/80/160, SDXL 64 (docs/kernels.md, Shapes),
 # 128 is the common LLM/DiT size. The kernel pads D to a power of two (<= 256), so other sizes would
 # work by construction; add one here together with a test.
 TRITON_HEAD_DIMS = frozenset({40, 64, 80, 128, 160})
 # Branch slots compiled into the Triton kernel: text + up to three adapters (design range 1-4 branches,
-# research/kernels.md §3.2).
+# docs/kernels.md, Shapes).
 TRITON_MAX_BRANCHES = 4
 # Adapter branches have 1..~600 tokens (research §3.2); text has 77*k for k prompt chunks. The kernel
 # loops over K/V tiles, so the upper bound marks the tested regime, not a correctness limit.

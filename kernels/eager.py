@@ -4,7 +4,7 @@ Decoupled cross-attention as IP-Adapter computes it (tencent-ailab/IP-Adapter
 ``ip_adapter/attention_processor.py``, ``IPAttnProcessor2_0``; ComfyUI_IPAdapter_plus
 ``CrossAttentionPatch.py``): one SDPA per branch, each output times its scale and mask, then added.
 Each branch keeps its own softmax; one softmax over concatenated K/V is a different function
-(research/kernels.md §1.4).
+(docs/kernels.md: concatenating K/V is not the same).
 """
 
 from __future__ import annotations

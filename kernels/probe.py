@@ -14,7 +14,7 @@ from .backends import ATTENTION, MULTI_BRANCH_CROSS_ATTENTION, REGISTRY
 from .ops import select_backend
 
 # Largest |backend - float64 reference| accepted on the probe input (values are O(1)). Unit roundoff:
-# fp16 4.9e-4, bf16 3.9e-3 (research/kernels.md §1.6); a few roundings per output element.
+# fp16 4.9e-4, bf16 3.9e-3 (docs/kernels.md, Numerics); a few roundings per output element.
 PROBE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 _PROBE_BATCH, _PROBE_HEADS, _PROBE_Q_LEN = 2, 2, 24  # Lq 24: a ragged last query block

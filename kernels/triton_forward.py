@@ -5,12 +5,12 @@ branch over that branch's K/V (FlashAttention-2 recurrence as in the Triton tuto
 python/tutorials/06-fused-attention.py), folds ``coef * acc / l`` of each finished branch into one
 fp32 output tile, and writes the output once, straight into ComfyUI's ``[B, Lq, H*D]`` layout.
 Branches are sequential with Q resident, so only two ``[BLOCK_M, DP]`` fp32 tiles are live whatever
-the branch count (research/kernels.md §1.5, §5.2).
+the branch count (docs/kernels.md, Decoupled cross-attention).
 
 This module imports triton; the registry imports it only when the triton backend runs. Under
 ``TRITON_INTERPRET=1`` (read by ``triton.jit`` when this module is imported) the kernel runs on the
 CPU through numpy; the interpreter stores bf16 as uint16 and its bf16 ``tl.dot`` is wrong, so bf16
-operands are upcast to fp32 before every dot there (research/kernels.md §5.5).
+operands are upcast to fp32 before every dot there (docs/kernels.md, Triton kernel notes).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from triton.errors import TritonError
 # Compile, resource and launch failures; CUDA errors surface as RuntimeError.
 KERNEL_ERRORS = (TritonError, RuntimeError)
 
-MAX_BRANCHES = 4  # branch slots compiled into the kernel (text + 3 adapters)
+# Branch slots compiled into the kernel (text + 3 adapters). This file is loaded standalone by the interpreter
+# tests, so the value is repeated in kernels/backends.py (TRITON_MAX_BRANCHES); test_registry.py checks they agree.
+MAX_BRANCHES = 4
 LOG2_E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)), as the Triton tutorial folds it into the scale
 INTERPRETING = bool(triton.knobs.runtime.interpret)  # the same knob triton.jit reads at decoration time
 

@@ -27,6 +27,7 @@ class LMMInstruction:
     family: model family, e.g. "llava-1.1", "llava-1.5", "qwen2-vl".
     text: the LMM's text answer (special tokens removed).
     template: the conversation template used.
+    status: what the encode node shows (``encoder.status_lines``): token check, template, answer.
     """
 
     hidden_states: torch.Tensor
@@ -38,3 +39,4 @@ class LMMInstruction:
     forced: bool = False
     template: str = ""
     extras: dict = field(default_factory=dict)
+    status: tuple[str, ...] = ()

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .operations import DEFAULT_OPERATIONS
+
 ROPE_THETA = 10000.0  # LLaMA-1 (transformers 4.28 LlamaRotaryEmbedding base)
 
 
@@ -38,6 +40,15 @@ class LlamaConfig:
     rms_eps: float = 1e-6  # LLaMA-1 / LLaVA-1.1 config rms_norm_eps
     rope_theta: float = ROPE_THETA  # config.json rope_theta (transformers >= 4.34)
     norm_output: str = "weight"  # RMSNorm result dtype: "weight" (4.28) or "input" (4.34)
+
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]], heads: int, rms_eps: float = 1e-6) -> LlamaConfig:
+        """Width, depth, MLP width and vocabulary from a LlamaModel's tensor shapes (keys without ``model.``);
+        the head count cannot be read from shapes and comes from the caller."""
+        vocab, hidden = shapes["embed_tokens.weight"]
+        layers = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("layers."))
+        intermediate = shapes["layers.0.mlp.gate_proj.weight"][0]
+        return cls(hidden, layers, heads, intermediate, vocab, rms_eps)
 
     @property
     def head_dim(self) -> int:
@@ -101,14 +112,14 @@ class KVCache:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config: LlamaConfig) -> None:
+    def __init__(self, config: LlamaConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         d = config.hidden
         self.heads, self.head_dim = config.heads, config.head_dim
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d, bias=False)
-        self.v_proj = nn.Linear(d, d, bias=False)
-        self.o_proj = nn.Linear(d, d, bias=False)
+        self.q_proj = operations.Linear(d, d, bias=False)
+        self.k_proj = operations.Linear(d, d, bias=False)
+        self.v_proj = operations.Linear(d, d, bias=False)
+        self.o_proj = operations.Linear(d, d, bias=False)
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int
@@ -134,21 +145,21 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, config: LlamaConfig) -> None:
+    def __init__(self, config: LlamaConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden, config.intermediate, bias=False)
-        self.up_proj = nn.Linear(config.hidden, config.intermediate, bias=False)
-        self.down_proj = nn.Linear(config.intermediate, config.hidden, bias=False)
+        self.gate_proj = operations.Linear(config.hidden, config.intermediate, bias=False)
+        self.up_proj = operations.Linear(config.hidden, config.intermediate, bias=False)
+        self.down_proj = operations.Linear(config.intermediate, config.hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class LlamaLayer(nn.Module):
-    def __init__(self, config: LlamaConfig) -> None:
+    def __init__(self, config: LlamaConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(config)
-        self.mlp = LlamaMLP(config)
+        self.self_attn = LlamaAttention(config, operations=operations)
+        self.mlp = LlamaMLP(config, operations=operations)
         self.input_layernorm = RMSNorm(config.hidden, config.rms_eps, config.norm_output)
         self.post_attention_layernorm = RMSNorm(config.hidden, config.rms_eps, config.norm_output)
 
@@ -164,13 +175,13 @@ class LlamaLM(nn.Module):
     buffer `inv_freq` [head_dim/2].
     """
 
-    def __init__(self, config: LlamaConfig) -> None:
+    def __init__(self, config: LlamaConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab, config.hidden)
-        self.layers = nn.ModuleList(LlamaLayer(config) for _ in range(config.layers))
+        self.embed_tokens = operations.Embedding(config.vocab, config.hidden)
+        self.layers = nn.ModuleList(LlamaLayer(config, operations=operations) for _ in range(config.layers))
         self.norm = RMSNorm(config.hidden, config.rms_eps, config.norm_output)
-        self.lm_head = nn.Linear(config.hidden, config.vocab, bias=False)
+        self.lm_head = operations.Linear(config.hidden, config.vocab, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(config.head_dim, config.rope_theta), persistent=True)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:

@@ -1,4 +1,4 @@
-"""Names of the model folders the pack reads (DESIGN.md §4): the one place for them.
+"""Names of the model folders the pack reads (README, "Model files"): the one place for them.
 
 Keys are ComfyUI ``folder_paths`` categories, values the sub-folder of ``models/``. Plain strings,
 no ComfyUI import, so the command line can name them before ComfyUI is booted.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.v0_0_2 import ComfyExtension, io
 
-from . import adapters, conditioning, encode, guidance, mllm_loader, smartedit_loader
+from . import adapters, conditioning, encode, guidance, smartedit_loader, vlm_loader
 from .folders import register_model_folders
 
-NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, mllm_loader, adapters]
+NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, vlm_loader, adapters]
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

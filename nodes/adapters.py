@@ -9,15 +9,16 @@
 from __future__ import annotations
 
 import comfy.model_management
+import comfy.ops
 import folder_paths
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..kernels import MULTI_BRANCH_CROSS_ATTENTION, list_backends
 from ..loaders import model_folders
-from ..loaders.insightedit import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
-from ..loaders.insightedit.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
-from ..loaders.insightedit.image_tokens import conditional_tokens, unconditional_tokens
+from ..loaders.ip_adapter import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
+from ..loaders.ip_adapter.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
+from ..loaders.ip_adapter.image_tokens import blank_image_states, conditional_tokens, unconditional_tokens
 from .image_branch_install import attach_image_tokens, install_image_branch, probe_attention, unet_layers, wrap_adapter
 from .socket_types import ADAPTER, INSTRUCTION
 
@@ -45,7 +46,8 @@ class AdapterLoaderNode(io.ComfyNode):
     @classmethod
     def execute(cls, adapter_name) -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise(model_folders.IPADAPTER, adapter_name)
-        return io.NodeOutput(wrap_adapter(load_image_adapter(path)))
+        # ComfyUI's layers, as its own models use (loaders/operations.py)
+        return io.NodeOutput(wrap_adapter(load_image_adapter(path, operations=comfy.ops.disable_weight_init)))
 
 
 def parse_weights(weight: float, batch_weights: str) -> tuple[float, ...]:
@@ -76,16 +78,18 @@ def _source_for(adapter, instruction, clip_vision_output) -> torch.Tensor:
             f"({source_help[wanted]}); found {found} connected."
         )
     if adapter.family == INSIGHTEDIT_IAA:
+        if instruction.hidden_states.shape[0] == 0:
+            raise ValueError("The LMM wrote no [MM] token, so the IAA has nothing to map. Turn on force_image_tokens "
+                             "in LMMEdit_LMMEncode, or try another seed or temperature 0.")
         return instruction.hidden_states  # [r, D_llm]
     return clip_vision_output[adapter.input_kind]  # image_embeds [n, D] or penultimate_hidden_states [n, P, D]
 
 
-def blank_image_states(clip_vision) -> torch.Tensor:
-    """CLIP's penultimate states ``[1, P, D_vis]`` of an all-zero normalised ``pixel_values`` (Plus's null image)."""
+def _blank_image_states(clip_vision) -> torch.Tensor:
+    """Plus's null image through core's CLIP vision model (loaded by ComfyUI first)."""
     comfy.model_management.load_model_gpu(clip_vision.patcher)
-    size = clip_vision.image_size
-    pixels = torch.zeros(1, 3, size, size, device=clip_vision.load_device)
-    return clip_vision.model(pixel_values=pixels, intermediate_output=-2)[1]
+    return blank_image_states(lambda pixels: clip_vision.model(pixel_values=pixels, intermediate_output=-2)[1],
+                              clip_vision.image_size, clip_vision.load_device)
 
 
 def _mask_rows(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -159,7 +163,7 @@ class IAAImageBranchNode(io.ComfyNode):
                     f"IP-Adapter Plus {module.path}: connect clip_vision (the CLIPVisionLoader output that feeds "
                     "CLIPVisionEncode); Plus computes its unconditional tokens from CLIP's view of a blank image."
                 )
-            blank = blank_image_states(clip_vision)
+            blank = _blank_image_states(clip_vision)
         images = 1 if module.family == INSIGHTEDIT_IAA else source.shape[0]
         uncond = unconditional_tokens(module, images, blank)
         positive, negative = attach_image_tokens(positive, negative, token_key, cond, uncond)

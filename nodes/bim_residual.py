@@ -1,7 +1,7 @@
 """SmartEdit's BIM residual v' in ComfyUI's UNet: added right after conv_in, in every guidance branch.
 
 Reference (TencentARC/SmartEdit `model/unet_2d_condition_ZeroConv.py`): `sample = conv_in(sample) + v'`
-before the first down block, the same v' for the three CFG branches (research/smartedit.md §4.3).
+before the first down block, the same v' for the three CFG branches (docs/smartedit.md, The BIM residual).
 In ComfyUI's SD1.5 UNet, input block 0 is conv_in, and an `input_block_patch` runs on its output
 before the skip connection is stored (comfy/ldm/modules/diffusionmodules/openaimodel.py), so the
 skip of block 0 carries v' as the reference's does.

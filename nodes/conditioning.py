@@ -3,48 +3,24 @@
 positive = (cond, source latent, v'), negative = (null text, source latent, v'), as core's
 InstructPixToPixConditioning plus v' on both: LMMEdit_DualCFGGuider derives the null-image branch
 from negative, so the reference's three branches [(f', I), (∅, I), (∅, ∅)] all carry v'
-(research/smartedit.md §4.6). Non-square sizes work: the BIM's v' is made at (h, w), where the
+(docs/smartedit.md, Guidance). Non-square sizes work: the BIM's v' is made at (h, w), where the
 reference swaps them (loaders/smartedit/conditioning.py).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from comfy_api.latest import io
-from PIL import Image
+from comfy_api.v0_0_2 import io
 
 from ..loaders.instruction import LMMInstruction
+from ..loaders.pixels import edit_pixels
 from ..loaders.smartedit import SmartEditBridge, bridge_condition
 from .bim_residual import BIM_RESIDUAL_KEY
+from .guidance import SOURCE_IMAGE_KEY
 from .model_conds import attach_model_cond
 from .module_patchers import load_for_use
 from .socket_types import BRIDGE, INSTRUCTION
-
-LATENT_STRIDE = 8  # SD VAE downsampling
-SOURCE_IMAGE_KEY = "concat_latent_image"  # what ComfyUI's IP2P model concatenates to the noisy latent
-
-
-def edit_pixels(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """IMAGE [B, H, W, C] -> the first image [1, H', W', 3] at the edit size, both sides multiples of 8.
-
-    width/height 0: the source side, centre-cropped down to a multiple of 8 (as core's
-    InstructPixToPixConditioning). Otherwise the image is resized with PIL bicubic, as the reference
-    resizes its input (`--resize_resolution`, 256 in the reference), to the requested size floored to 8.
-    """
-    pixels = image[:1, :, :, :3]
-    h, w = pixels.shape[1:3]
-    target_w = max(LATENT_STRIDE, ((width or w) // LATENT_STRIDE) * LATENT_STRIDE)
-    target_h = max(LATENT_STRIDE, ((height or h) // LATENT_STRIDE) * LATENT_STRIDE)
-    if width or height:
-        if (target_w, target_h) == (w, h):
-            return pixels
-        array = (pixels[0].float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-        resized = Image.fromarray(array).resize((target_w, target_h), resample=Image.Resampling.BICUBIC)
-        return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).unsqueeze(0)
-    top, left = (h - target_h) // 2, (w - target_w) // 2
-    return pixels[:, top : top + target_h, left : left + target_w]
 
 
 def edit_conditionings(cond: torch.Tensor, null_text: list, source_latent: torch.Tensor, residual: torch.Tensor) -> tuple[list, list]:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import comfy.model_management
-import comfy.sample
 import comfy.samplers
-import comfy.utils
-import latent_preview
-from comfy_api.latest import io
-from comfy_extras.nodes_custom_sampler import Guider_DualCFG
+from comfy_api.v0_0_2 import io
 
-from ..loaders.ip2p.guidance import needed_branches
+from .comfy_internals import Guider_DualCFG, Noise_RandomNoise, sample_custom_advanced
 
-# Conditioning keys that carry the source image into the UNet's extra input channels.
-SOURCE_IMAGE_KEYS = ("concat_latent_image",)
+SOURCE_IMAGE_KEY = "concat_latent_image"  # what ComfyUI's IP2P model concatenates to the noisy latent
 
 TEXT_CFG_DEFAULT = 7.5  # instruct-pix2pix edit_cli.py --cfg-text
 IMAGE_CFG_DEFAULT = 1.5  # instruct-pix2pix edit_cli.py --cfg-image
@@ -28,7 +22,7 @@ def without_source_image(conditioning: list) -> list:
     """
     out = []
     for tensor, options in conditioning:
-        options = {k: v for k, v in options.items() if k not in SOURCE_IMAGE_KEYS}
+        options = {k: v for k, v in options.items() if k != SOURCE_IMAGE_KEY}
         out.append([tensor, options])
     return out
 
@@ -46,9 +40,6 @@ class InstructPix2PixGuider(Guider_DualCFG):
 
     def set_scales(self, text_cfg: float, image_cfg: float) -> None:
         self.set_cfg(text_cfg, image_cfg, nested=False)
-
-    def branches_used(self) -> tuple[bool, bool, bool]:
-        return needed_branches(self.cfg1, self.cfg2)
 
 
 def build_guider(model, positive: list, negative: list, text_cfg: float, image_cfg: float) -> InstructPix2PixGuider:
@@ -129,27 +120,24 @@ class DualCFGSamplerNode(io.ComfyNode):
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="1.0 starts from pure noise as the reference does."),
             ],
-            outputs=[io.Latent.Output(tooltip="The edited latent; decode with the model's VAE.")],
+            outputs=[
+                io.Latent.Output(display_name="output", tooltip="The edited latent; decode with the model's VAE."),
+                io.Latent.Output(display_name="denoised_output",
+                                 tooltip="The model's denoised prediction at the last step (as SamplerCustomAdvanced)."),
+            ],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, text_cfg, image_cfg,
                 sampler_name, scheduler, denoise) -> io.NodeOutput:
+        """Core's SamplerCustomAdvanced path with core's RandomNoise, KSampler sigmas and sampler object."""
         guider = build_guider(model, positive, negative, text_cfg, image_cfg)
-        latent = latent_image.copy()
-        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
         sigmas = comfy.samplers.KSampler(
             model, steps=steps, device=model.load_device, sampler=sampler_name, scheduler=scheduler, denoise=denoise,
         ).sigmas
         sampler = comfy.samplers.sampler_object(sampler_name)
-        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
-        disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
-        out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=latent.get("noise_mask"),
-                            callback=callback, disable_pbar=disable_pbar, seed=seed)
-        latent["samples"] = out.to(comfy.model_management.intermediate_device())
-        latent.pop("downscale_ratio_spacial", None)
-        return io.NodeOutput(latent)
+        output, denoised = sample_custom_advanced(Noise_RandomNoise(seed), guider, sampler, sigmas, latent_image)
+        return io.NodeOutput(output, denoised)
 
 
 NODES = [DualCFGGuiderNode, DualCFGSamplerNode]

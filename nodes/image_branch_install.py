@@ -1,6 +1,6 @@
 """Installing an image branch (IP-Adapter / InsightEdit IAA) on a ComfyUI MODEL and its conditionings.
 
-The torch work is in ``loaders/insightedit`` (``image_tokens``, ``image_branch_patch``). Here: where the
+The torch work is in ``loaders/ip_adapter`` (``image_tokens``, ``image_branch_patch``). Here: where the
 adapter runs (a ModelPatcher ComfyUI loads with the UNet), which UNet layers get the patch (from the
 model's detected ``unet_config``), the sigma window from ComfyUI's ``model_sampling``, the one-time
 kernel probe, and the image tokens travelling as model conds of both conditionings.
@@ -16,14 +16,15 @@ import comfy.model_management
 import comfy.model_patcher
 import torch
 
-from ..kernels import MULTI_BRANCH_CROSS_ATTENTION, probe, use_backend
-from ..loaders.insightedit import CrossAttentionLayer, ImageAdapter, cross_attention_layers
-from ..loaders.insightedit.image_branch_patch import (
+from ..kernels import MULTI_BRANCH_CROSS_ATTENTION, probe
+from ..loaders.ip_adapter import CrossAttentionLayer, ImageAdapter, cross_attention_layers
+from ..loaders.ip_adapter.image_branch_patch import (
     AUTO_BACKEND,
     BACKEND_OPTION,
     TOKEN_KEY_FORMAT,
     ImageBranchPatch,
     ImageBranchSettings,
+    backend_choice,
     is_image_branch_patch,
     next_branch_index,
 )
@@ -78,11 +79,8 @@ def probe_attention(model, layers: Sequence[CrossAttentionLayer], unet_config: d
     dtype = unet_compute_dtype(model)
     chosen = []
     for head_dim in head_dims(layers, unet_config):
-        if backend == AUTO_BACKEND:
+        with backend_choice(backend):
             chosen.append(probe(MULTI_BRANCH_CROSS_ATTENTION, model.load_device, dtype, head_dim))
-        else:
-            with use_backend(backend):
-                chosen.append(probe(MULTI_BRANCH_CROSS_ATTENTION, model.load_device, dtype, head_dim))
     return chosen
 
 

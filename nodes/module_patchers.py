@@ -3,7 +3,7 @@
 ComfyUI then decides where they run (``text_encoder_device()``: the GPU unless ``--lowvram``/
 ``--cpu``), moves them there with ``load_models_gpu`` before each use, and offloads them to
 make room for the UNet when VRAM is short, on "Unload models" and on ``POST /free``
-(research/comfyui.md §3). The modules use stock ``torch.nn`` layers, which ComfyUI cannot load
+(docs/comfyui.md, Model management). The modules use stock ``torch.nn`` layers, which ComfyUI cannot load
 partially, so each is loaded whole (``force_full_load``).
 """
 

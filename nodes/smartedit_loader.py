@@ -11,20 +11,22 @@ from pathlib import Path
 
 import comfy.model_base
 import comfy.model_patcher
+import comfy.ops
 import comfy.sd
 import folder_paths
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..loaders import model_folders
+from ..loaders.errors import ModelFileError
 from ..loaders.ip2p.unet_keys import LDM_PREFIX
-from ..loaders.smartedit import SmartEditBundle, SmartEditLoadError, find_bundle, load_bridge, load_lmm, load_unet_ldm
+from ..loaders.smartedit import SmartEditBundle, SmartEditEncoder, find_bundle, load_bridge, load_lmm, load_unet_ldm
+from ..loaders.smartedit.load import check_vision_size
 from .bim_residual import install_bim_residual
 from .folders import list_model_subfolders, resolve_model_subfolder
+from .lmm_handle import LMMHandle
 from .module_patchers import DTYPE_CHOICES, explicit_dtype, lmm_load_device, resolve_dtype, wrap_module
 from .socket_types import BRIDGE, LMM
-
-CLIP_IMAGE_SIZE = 224  # LLaVA-1.1 / SmartEdit: openai/clip-vit-large-patch14, 224 px (16 x 16 patches)
 
 
 def load_smartedit_unet(bundle: SmartEditBundle, dtype: torch.dtype | None) -> comfy.model_patcher.ModelPatcher:
@@ -38,7 +40,7 @@ def load_smartedit_unet(bundle: SmartEditBundle, dtype: torch.dtype | None) -> c
     model = comfy.sd.load_diffusion_model_state_dict(state, model_options=options)
     if model is None or not isinstance(model.model, comfy.model_base.SD15_instructpix2pix):
         found = "a UNet ComfyUI does not recognise" if model is None else f"a {type(model.model).__name__} model"
-        raise SmartEditLoadError(
+        raise ModelFileError(
             bundle.unet,
             "an SD1.5 InstructPix2Pix UNet (8 input channels, 320 base channels, 768-wide cross-attention)",
             f"{found} (conv_in {list(conv_in.shape) if conv_in is not None else 'missing'})",
@@ -46,15 +48,6 @@ def load_smartedit_unet(bundle: SmartEditBundle, dtype: torch.dtype | None) -> c
         )
     install_bim_residual(model)
     return model
-
-
-def _check_vision(lmm, clip_path: str) -> None:
-    size = lmm.vision.config.image_size
-    if size != CLIP_IMAGE_SIZE:
-        raise SmartEditLoadError(
-            clip_path, f"CLIP ViT-L/14 for {CLIP_IMAGE_SIZE} px images (openai/clip-vit-large-patch14)",
-            f"a vision tower for {size} px images", "pick the 224 px ViT-L/14 (the 336 px one belongs to LLaVA-1.5)",
-        )
 
 
 class SmartEditLoaderNode(io.ComfyNode):
@@ -115,11 +108,13 @@ class SmartEditLoaderNode(io.ComfyNode):
         lmm_dtype = resolve_dtype(dtype, device)
         bridge_dtype = explicit_dtype(dtype) or torch.float32  # small; the reference runs it in fp32
         found = find_bundle(Path(bundle_dir))
-        lmm = load_lmm(found, llava_dir, clip_path, None, lmm_dtype)
-        _check_vision(lmm, clip_path)
-        bridge = load_bridge(found, bridge_dtype, qformer_heads or None)
+        ops = comfy.ops.disable_weight_init  # ComfyUI's layers, as its own models use (loaders/operations.py)
+        lmm = load_lmm(found, llava_dir, clip_path, None, lmm_dtype, operations=ops)
+        check_vision_size(lmm, clip_path)
+        bridge = load_bridge(found, bridge_dtype, qformer_heads or None, operations=ops)
         unet = load_smartedit_unet(found, explicit_dtype(dtype))
-        return io.NodeOutput(unet, wrap_module(lmm, device), wrap_module(bridge, device))
+        lmm_handle = LMMHandle(wrap_module(lmm, device), SmartEditEncoder(lmm))
+        return io.NodeOutput(unet, lmm_handle, wrap_module(bridge, device))
 
 
 NODES = [SmartEditLoaderNode]

@@ -1,4 +1,4 @@
-"""The pack's custom socket types (DESIGN.md §3), one place for every node module.
+"""The pack's custom socket types, one place for every node module.
 
 The string is the wire type ComfyUI checks when two sockets are linked; web/js/lmm_edit.js
 colours the same names.
@@ -6,7 +6,7 @@ colours the same names.
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 # a multimodal LLM with its vision tower and tokenizer (a ComfyUI ModelPatcher around the torch module)
 LMM = io.Custom("LMM_EDIT_LMM")
@@ -14,5 +14,5 @@ LMM = io.Custom("LMM_EDIT_LMM")
 BRIDGE = io.Custom("LMM_EDIT_BRIDGE")
 # loaders.instruction.LMMInstruction: small CPU tensors, cached by ComfyUI between runs
 INSTRUCTION = io.Custom("LMM_EDIT_INSTRUCTION")
-# loaders.insightedit.ImageAdapter (InsightEdit IAA or IP-Adapter) in a ComfyUI ModelPatcher
+# loaders.ip_adapter.ImageAdapter (InsightEdit IAA or IP-Adapter) in a ComfyUI ModelPatcher
 ADAPTER = io.Custom("LMM_EDIT_ADAPTER")

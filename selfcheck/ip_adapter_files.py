@@ -12,7 +12,7 @@ Projections (tencent-ailab/IP-Adapter ``ip_adapter/ip_adapter.py``, ``resampler.
 - basic: ``ImageProjModel`` = ``proj`` Linear(clip_dim -> 4*context_dim) + ``norm`` LayerNorm(context_dim);
 - plus: ``Resampler`` (depth 4, dim_head 64, 16 learned queries) over CLIP penultimate hidden states.
 
-The IAA file follows the layout documented in ``lmm_edit.loaders.insightedit.iaa``: a ``mapper``
+The IAA file follows the layout documented in ``lmm_edit.loaders.ip_adapter.iaa``: a ``mapper``
 section (MLP, ``mapper.<2i>.weight/bias``) in front of an ``image_proj`` section shaped like the basic
 IP-Adapter's, plus the same ``ip_adapter`` section.
 """

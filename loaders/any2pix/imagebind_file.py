@@ -64,8 +64,8 @@ _PREPROCESSOR_KEYS = {
 _HEAD_KEYS = {"0.weight": "head_norm.weight", "0.bias": "head_norm.bias", "2.weight": "head_proj.weight"}
 
 
-class ImageBindFileError(ModelFileError):
-    """An ImageBind weight file or constructor-argument JSON the loader cannot use as it is."""
+# The pack has one load-time error class; this name stays for the callers of the any2pix package.
+ImageBindFileError = ModelFileError
 
 
 def _fix_weights() -> str:
@@ -90,12 +90,12 @@ def read_encoder_tensors(path: Path, dtype: torch.dtype = torch.float32) -> dict
     if not path.is_file():
         raise ImageBindFileError(path, "ImageBind's weight file", "nothing at this path", _fix_weights())
     if path.suffix == ".safetensors":
-        with open_safetensors(path, ImageBindFileError) as handle:
+        with open_safetensors(path) as handle:
             keys = list(handle.keys())
             tensors = {k: _own(k, handle.get_tensor(k), dtype) for k in keys if is_our_key(k)}
     else:
         state = load_torch_file(
-            path, ImageBindFileError, mmap=zipfile.is_zipfile(path),
+            path, mmap=zipfile.is_zipfile(path),
             expected_object="ImageBindModel's state dict (a dict of tensors)", pickle_fix=_fix_weights(),
         )
         if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

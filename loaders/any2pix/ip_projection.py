@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..insightedit.adapter_file import read_adapter_sections
+from ..ip_adapter.files import read_adapter_sections
 
 NUM_CROPS = 2  # ImageProjModel default, used by IPAdapter.init_proj (global crop, local crop)
 COND_SCALES = (1.0, 0.5)  # IPAdapterXL.generate: scale_g=1.0, scale_l=0.5

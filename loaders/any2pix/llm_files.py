@@ -8,7 +8,6 @@ Layout (a transformers `save_pretrained` folder, jacklishufan/InstructAny2Pix @ 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 from ..errors import ModelFileError
 from ..llama import rope_inv_freq
-from ..weight_files import read_weight_file
+from ..weight_files import read_json, read_tensors
 from .llm import PREDICTOR, PROJECTOR, Any2PixLLM, Any2PixLLMConfig
 from .tokenizer import Any2PixTokenizer
 
@@ -27,10 +26,7 @@ RELEASE_FIX = "point the loader at the InstructAny2Pix `llm-retrained` folder (c
 
 
 def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelFileError(path, "a JSON file", f"invalid JSON ({err})", "restore the file from the release") from err
+    return read_json(path, fix="restore the file from the release")
 
 
 def read_llm_config(folder: Path) -> dict:
@@ -83,7 +79,7 @@ def _needed(key: str) -> bool:
 def read_llm_state(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(folder):
-        state.update(read_weight_file(file, ModelFileError, _needed, dtype, expected_object="a dict of LLM tensors"))
+        state.update(read_tensors(file, _needed, dtype, expected_object="a dict of LLM tensors"))
     return state
 
 

@@ -15,7 +15,6 @@ last two rows of the token embedding (49406, 49407 of 49408).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..weight_files import read_weight_file
+from ..weight_files import read_json, read_tensors
 from .gpt2 import conv1d_to_linear
 from .prior import CLIP_PREFIX, GPT2_PREFIX, SCORE_EMBED_DIM, Any2PixPrior, PriorConfig
 
@@ -39,10 +38,7 @@ REQUIRED = (
 
 
 def _json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelFileError(path, "a JSON file", f"invalid JSON ({err})", "restore the file") from err
+    return read_json(path, fix="restore the file")
 
 
 def empty_text_ids(vocab_rows: int, tokenizer_dir: str | Path | None = None) -> list[int]:
@@ -79,7 +75,7 @@ def load_prior(
 ) -> PriorBundle:
     """The prior (CPU, `dtype`) from its weight file and, optionally, the GPT-2 / CLIP configs and tokenizer."""
     path = Path(path)
-    state = read_weight_file(path, ModelFileError, dtype=dtype, expected_object="the prior state dict", pickle_fix=PRIOR_FIX)
+    state = read_tensors(path, dtype=dtype, expected_object="the prior state dict", pickle_fix=PRIOR_FIX)
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise ModelFileError(

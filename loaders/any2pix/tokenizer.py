@@ -18,12 +18,12 @@ Without `tokenizer.json` the same rules are applied on the SentencePiece model `
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelFileError
+from ..weight_files import read_json
 
 # jacklishufan/InstructAny2Pix instructany2pix/llm/constants.py, added in this order by
 # InstructAny2PixLMMetaForCausalLM.initialize_vision_tokenizer (any2pix_arch.py)
@@ -54,10 +54,7 @@ class SpecialIds:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelFileError(path, "a JSON file", f"invalid JSON ({err})", "restore the file from the release") from err
+    return read_json(path, fix="restore the file from the release")
 
 
 def _bytes_text(data: bytearray) -> str:

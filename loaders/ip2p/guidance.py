@@ -14,24 +14,12 @@ every scale: diffusers disables *all* guidance when image_guidance_scale < 1
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
 def dual_cfg_weights(text_cfg: float, image_cfg: float) -> tuple[float, float, float]:
     """Weights of (eps(T,I), eps(∅,I), eps(∅,∅)) in the guided prediction; they sum to 1."""
     return text_cfg, image_cfg - text_cfg, 1.0 - image_cfg
-
-
-def needed_branches(text_cfg: float, image_cfg: float) -> tuple[bool, bool, bool]:
-    """Which of (T,I), (∅,I), (∅,∅) the formula needs, mirroring ComfyUI's cfg == 1 shortcuts.
-
-    image_cfg == 1 makes (∅,∅) redundant; text_cfg == image_cfg == 1 leaves (T,I) alone.
-    """
-    image_one = math.isclose(image_cfg, 1.0)
-    both_one = image_one and math.isclose(text_cfg, 1.0)
-    return True, not both_one, not image_one
 
 
 def dual_cfg(

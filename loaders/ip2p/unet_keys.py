@@ -1,7 +1,7 @@
 """diffusers `UNet2DConditionModel` keys -> LDM (`model.diffusion_model.*`) keys, for the SD1.5 layout.
 
 Shared by every InstructPix2Pix-style UNet that arrives in diffusers keys. SmartEdit's `unet-*/adapter_model.bin` holds `unet.<diffusers key>` with an 8-channel conv_in. ComfyUI's
-UNETLoader does not detect that diffusers layout (DESIGN.md §7), but loads the LDM layout and then detects
+UNETLoader does not detect that diffusers layout, but loads the LDM layout and then detects
 InstructPix2Pix from the 8 input channels. The map is the inverse of ComfyUI's `comfy.utils.unet_to_diffusers`
 for SD1.5-style UNets (ResNet + Transformer2D blocks, one down/upsampler per level but the last), with the
 number of levels, resnets per level and which levels have attention read from the keys.

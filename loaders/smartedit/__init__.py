@@ -4,19 +4,17 @@ Public API (what the ComfyUI nodes call):
 - `find_bundle(dir)` -> SmartEditBundle; `load_smartedit(bundle_dir, llava_dir, clip_path, ...)` -> SmartEditModels;
   or per component `load_lmm`, `load_bridge`, `load_unet_ldm`.
 - `encode_instruction(lmm, image, instruction, seed=, temperature=, template=, force_image_tokens=, on_token=)`
-  -> LMMInstruction.
+  -> LMMInstruction; `SmartEditEncoder(lmm)`: the same as the family's InstructionEncoder (loaders/encoder.py).
 - `bridge_condition(bridge, instruction, (latent_h, latent_w))` -> BridgeOutput(cond, residual, attention).
-- `convert_smartedit(src, dst, dtype)`; every load error is a SmartEditLoadError.
+- `convert_smartedit(src, dst, dtype)`; every load error is a loaders.errors.ModelFileError.
 """
 
-from .bundle import SmartEditBundle, find_bundle
 from .conditioning import BridgeOutput, SmartEditBridge, bridge_condition
 from .convert import convert_smartedit
-from .encode import encode_instruction
-from .errors import SmartEditLoadError
-from .load_bridge import load_bridge
-from .load_lmm import SmartEditLMM, load_lmm
-from .loader import SmartEditModels, load_smartedit, load_unet_ldm
+from .encoder import TEMPLATE_CHOICES, SmartEditEncoder, encode_instruction
+from .files import SmartEditBundle, find_bundle
+from .lmm import SmartEditLMM
+from .load import SmartEditModels, load_bridge, load_lmm, load_smartedit, load_unet_ldm
 from .prompt import TEMPLATES, template_index_for_seed
 
 __all__ = [
@@ -24,9 +22,10 @@ __all__ = [
     "SmartEditBridge",
     "SmartEditBundle",
     "SmartEditLMM",
-    "SmartEditLoadError",
     "SmartEditModels",
     "TEMPLATES",
+    "TEMPLATE_CHOICES",
+    "SmartEditEncoder",
     "bridge_condition",
     "convert_smartedit",
     "encode_instruction",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..operations import DEFAULT_OPERATIONS
+
 BIM_HEADS = 8  # SmartEdit init_BIM_module: TwoWayTransformer(num_heads=8)
 
 
@@ -28,17 +30,31 @@ class BIMConfig:
     unet_channels: int  # conv_in width of the UNet (320 for SD1.5)
     heads: int = BIM_HEADS
 
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]]) -> BIMConfig:
+        """Sizes from the BIM tensors' shapes (keys of the modulate-* file)."""
+        embed, text = shapes["modulate_head.weight"]
+        depth = len({k.split(".")[2] for k in shapes if k.startswith("modulate_transformer.layers.")})
+        return cls(
+            embed=embed,
+            text=text,
+            depth=depth,
+            mlp=shapes["modulate_transformer.layers.0.mlp.lin1.weight"][0],
+            internal=shapes["modulate_transformer.final_attn_token_to_image.q_proj.weight"][0],
+            unet_channels=shapes["dimension_reduction_head_zeroconv.weight"][0],
+        )
+
 
 class Attention(nn.Module):
     """SAM Attention: separate projections to `internal` width, heads, softmax(QK^T/sqrt(d)) V, out_proj."""
 
-    def __init__(self, embed: int, internal: int, heads: int) -> None:
+    def __init__(self, embed: int, internal: int, heads: int, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.heads = heads
-        self.q_proj = nn.Linear(embed, internal)
-        self.k_proj = nn.Linear(embed, internal)
-        self.v_proj = nn.Linear(embed, internal)
-        self.out_proj = nn.Linear(internal, embed)
+        self.q_proj = operations.Linear(embed, internal)
+        self.k_proj = operations.Linear(embed, internal)
+        self.v_proj = operations.Linear(embed, internal)
+        self.out_proj = operations.Linear(internal, embed)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (output [B, Nq, embed], attention probabilities [B, heads, Nq, Nk])."""
@@ -54,26 +70,26 @@ class Attention(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    def __init__(self, embed: int, mlp: int) -> None:
+    def __init__(self, embed: int, mlp: int, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.lin1 = nn.Linear(embed, mlp)
-        self.lin2 = nn.Linear(mlp, embed)
+        self.lin1 = operations.Linear(embed, mlp)
+        self.lin2 = operations.Linear(mlp, embed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(torch.relu(self.lin1(x)))  # TwoWayTransformer default activation nn.ReLU
 
 
 class TwoWayBlock(nn.Module):
-    def __init__(self, c: BIMConfig, skip_first_layer_pe: bool) -> None:
+    def __init__(self, config: BIMConfig, skip_first_layer_pe: bool, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.self_attn = Attention(c.embed, c.embed, c.heads)
-        self.norm1 = nn.LayerNorm(c.embed)
-        self.cross_attn_token_to_image = Attention(c.embed, c.internal, c.heads)
-        self.norm2 = nn.LayerNorm(c.embed)
-        self.mlp = MLPBlock(c.embed, c.mlp)
-        self.norm3 = nn.LayerNorm(c.embed)
-        self.norm4 = nn.LayerNorm(c.embed)
-        self.cross_attn_image_to_token = Attention(c.embed, c.internal, c.heads)
+        self.self_attn = Attention(config.embed, config.embed, config.heads, operations=operations)
+        self.norm1 = operations.LayerNorm(config.embed)
+        self.cross_attn_token_to_image = Attention(config.embed, config.internal, config.heads, operations=operations)
+        self.norm2 = operations.LayerNorm(config.embed)
+        self.mlp = MLPBlock(config.embed, config.mlp, operations=operations)
+        self.norm3 = operations.LayerNorm(config.embed)
+        self.norm4 = operations.LayerNorm(config.embed)
+        self.cross_attn_image_to_token = Attention(config.embed, config.internal, config.heads, operations=operations)
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(self, queries, keys, query_pe, key_pe):
@@ -93,11 +109,11 @@ class TwoWayBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    def __init__(self, c: BIMConfig) -> None:
+    def __init__(self, config: BIMConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(TwoWayBlock(c, skip_first_layer_pe=(i == 0)) for i in range(c.depth))
-        self.final_attn_token_to_image = Attention(c.embed, c.internal, c.heads)
-        self.norm_final_attn = nn.LayerNorm(c.embed)
+        self.layers = nn.ModuleList(TwoWayBlock(config, skip_first_layer_pe=(i == 0), operations=operations) for i in range(config.depth))
+        self.final_attn_token_to_image = Attention(config.embed, config.internal, config.heads, operations=operations)
+        self.norm_final_attn = operations.LayerNorm(config.embed)
 
     def forward(self, image: torch.Tensor, image_pe: torch.Tensor, points: torch.Tensor):
         """image, image_pe [B, C, h, w]; points [B, N, C] -> (queries [B, N, C], keys [B, h*w, C],
@@ -132,24 +148,11 @@ class PositionEmbeddingRandom(nn.Module):
 class BIM(nn.Module):
     """The BIM's modules, named as in the release file."""
 
-    def __init__(self, c: BIMConfig) -> None:
+    def __init__(self, config: BIMConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.config = c
-        self.modulate_head = nn.Linear(c.text, c.embed)
-        self.modulate_transformer = TwoWayTransformer(c)
-        self.pe_layer = PositionEmbeddingRandom(c.embed // 2)
-        self.dimension_reduction_head_zeroconv = nn.Conv2d(c.embed, c.unet_channels, kernel_size=1)
-        self.dimension_reduction_head_qformer_out = nn.Linear(c.embed, c.text)
-
-
-def bim_config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> BIMConfig:
-    embed, text = shapes["modulate_head.weight"]
-    depth = len({k.split(".")[2] for k in shapes if k.startswith("modulate_transformer.layers.")})
-    return BIMConfig(
-        embed=embed,
-        text=text,
-        depth=depth,
-        mlp=shapes["modulate_transformer.layers.0.mlp.lin1.weight"][0],
-        internal=shapes["modulate_transformer.final_attn_token_to_image.q_proj.weight"][0],
-        unet_channels=shapes["dimension_reduction_head_zeroconv.weight"][0],
-    )
+        self.config = config
+        self.modulate_head = operations.Linear(config.text, config.embed)
+        self.modulate_transformer = TwoWayTransformer(config, operations=operations)
+        self.pe_layer = PositionEmbeddingRandom(config.embed // 2)
+        self.dimension_reduction_head_zeroconv = operations.Conv2d(config.embed, config.unet_channels, kernel_size=1)
+        self.dimension_reduction_head_qformer_out = operations.Linear(config.embed, config.text)

@@ -16,11 +16,8 @@ import torch
 from safetensors.torch import save_file
 
 from ..dtypes import NAMED_DTYPES
-from .bundle import CONVERTED_FORMAT, CONVERTED_NAMES, find_bundle
-from .files import read_tensors
-from .load_bridge import BIM_PREFIXES
-from .load_lmm import LLM_PREFIX
-from .loader import load_unet_ldm
+from .files import CONVERTED_FORMAT, CONVERTED_NAMES, find_bundle, read_tensors
+from .load import BIM_PREFIXES, LLM_PREFIX, load_unet_ldm
 
 KEEP_FP32 = ("rotary_emb.inv_freq",)  # RoPE frequencies stay fp32 (transformers 4.28 builds cos/sin in fp32)
 UNUSED_IN_QFORMER_FILE = "model.base_model.model.embed_tokens.weight"  # load_pretrained_for_inference discards it

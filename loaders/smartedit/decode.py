@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..encoder import MAX_NEW_TOKENS
 from ..llama import LlamaLM
 
-MAX_NEW_TOKENS = 512  # reference max_new_tokens
 MAX_KEPT_STATES = 35  # reference stop condition: config.num_new_tokens = 32 + 1 + 2
 GREEDY_BELOW = 1e-4  # reference: temperature < 1e-4 -> argmax
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import SmartEditLoadError
-from .files import read_json, read_rows, read_shapes
-from .tokenizer import LLAVA_EXTRA_ROWS
+from ..errors import ModelFileError
+from ..weight_files import read_json, read_rows, read_shapes
+from .files import SmartEditBundle
+from .tokenizer import ADDED_TOKENS, LLAVA_EXTRA_ROWS, LlamaSlowTokenizer
 
+ADDED_ROWS = len(ADDED_TOKENS)  # 35 rows appended by setup_tokens_for_conversation
 EMBED_KEY = "model.embed_tokens.weight"
 LM_HEAD_KEY = "lm_head.weight"
 LLAVA_11_FIX = (
@@ -46,7 +48,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (folder / single).is_file():
             return dict.fromkeys(read_shapes(folder / single), folder / single)
-    raise SmartEditLoadError(
+    raise ModelFileError(
         folder,
         "a LLaVA-1.1 folder with config.json and pytorch_model*.bin or model*.safetensors (with its index.json)",
         f"contents {sorted(p.name for p in folder.iterdir())[:12] if folder.is_dir() else 'no folder'}",
@@ -59,12 +61,12 @@ def open_llava_base(folder: str | Path) -> LlavaBase:
     folder = Path(folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise SmartEditLoadError(config_file, "the LLaVA-1.1 config.json", "no such file", LLAVA_11_FIX)
+        raise ModelFileError(config_file, "the LLaVA-1.1 config.json", "no such file", LLAVA_11_FIX)
     config = read_json(config_file)
     files = _weight_files(folder)
     projector_type = config.get("mm_projector_type", "linear")
     if projector_type != "linear" or any(k.startswith("model.mm_projector.0.") for k in files):
-        raise SmartEditLoadError(
+        raise ModelFileError(
             folder,
             "LLaVA-1.1 (one linear mm_projector, vocabulary 32003, CLIP ViT-L/14 at 224 px)",
             f"a LLaVA-1.5 or later model (mm_projector_type {projector_type!r}, "
@@ -72,7 +74,7 @@ def open_llava_base(folder: str | Path) -> LlavaBase:
             LLAVA_11_FIX,
         )
     if EMBED_KEY not in files or LM_HEAD_KEY not in files:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             folder, f"tensors {EMBED_KEY} and {LM_HEAD_KEY}", f"{len(files)} tensors without them", LLAVA_11_FIX
         )
     shape = read_shapes(files[EMBED_KEY])[EMBED_KEY]
@@ -82,14 +84,14 @@ def open_llava_base(folder: str | Path) -> LlavaBase:
 def base_rows(llava: LlavaBase, base_vocab: int, width: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows [0, V0) of LLaVA's embedding and lm_head, after checking LLaVA's vocabulary is V0 + 3."""
     if llava.rows == base_vocab:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             llava.embed_file,
             f"LLaVA-1.1's {base_vocab + LLAVA_EXTRA_ROWS}-row embedding (base vocabulary + <im_patch>, <im_start>, <im_end>)",
             f"{llava.rows} rows: a plain LLaMA/Vicuna or a LLaVA-1.5 checkpoint",
             LLAVA_11_FIX,
         )
     if llava.rows != base_vocab + LLAVA_EXTRA_ROWS or llava.width != width:
-        raise SmartEditLoadError(
+        raise ModelFileError(
             llava.embed_file,
             f"an embedding of [{base_vocab + LLAVA_EXTRA_ROWS}, {width}] matching the SmartEdit LLM file",
             f"[{llava.rows}, {llava.width}]",
@@ -98,3 +100,30 @@ def base_rows(llava: LlavaBase, base_vocab: int, width: int, dtype: torch.dtype)
     embed = read_rows(llava.embed_file, EMBED_KEY, base_vocab, dtype=torch.float32)
     lm_head = read_rows(llava.lm_head_file, LM_HEAD_KEY, base_vocab, dtype=torch.float32)
     return embed.to(dtype), lm_head.to(dtype)
+
+
+def check_vocab(llm_rows: int, head_rows: int, llava, tokenizer: LlamaSlowTokenizer, bundle: SmartEditBundle) -> int:
+    """The base vocabulary V0, after checking LLaVA (V0 + 3 rows), tokenizer (V0 pieces) and both SmartEdit
+    files (V0 + 35 rows) agree; the error names the one that disagrees."""
+    pieces = tokenizer.base_vocab
+    if llava.rows != pieces + LLAVA_EXTRA_ROWS:
+        if llava.rows == pieces:
+            base_rows(llava, pieces, llava.width, torch.float32)  # raises the LLaVA-1.5 / plain-LLaMA error
+        if llava.rows - LLAVA_EXTRA_ROWS + ADDED_ROWS == llm_rows:
+            raise ModelFileError(
+                tokenizer.model_file, f"a LLaMA tokenizer of {llm_rows - ADDED_ROWS} pieces (the base vocabulary of the weights)",
+                f"{pieces} pieces", "use tokenizer.model of Vicuna-1.1 / LLaVA-1.1 (the LLaMA-1 tokenizer, 32000 pieces)",
+            )
+        raise ModelFileError(
+            llava.embed_file, f"{pieces + LLAVA_EXTRA_ROWS} embedding rows (LLaVA-1.1: base vocabulary + 3)",
+            f"{llava.rows} rows", "use the LLaVA-1.1 base that matches the SmartEdit bundle and the tokenizer",
+        )
+    for rows, path, what in ((llm_rows, bundle.llm, "embed_tokens"), (head_rows, bundle.embeddings_qformer, "lm_head")):
+        if rows != pieces + ADDED_ROWS:
+            raise ModelFileError(
+                path, f"{what} with {pieces + ADDED_ROWS} rows: the base vocabulary {pieces} plus the {ADDED_ROWS} SmartEdit "
+                "rows <img>, <im_start>, <im_end>, <img_0>..<img_31>",
+                f"{rows} rows" + (" (the <img_k> rows are missing)" if rows < pieces + ADDED_ROWS else ""),
+                "use the SmartEdit release files as published (re-download LLM-15000 if it predates 2024-04-28)",
+            )
+    return pieces

@@ -81,8 +81,3 @@ def build_prompt(instruction: str, human_template: str) -> str:
     human = human_template.replace("[cap]", f'"{edited}"')
     conversation = f"{SYSTEM} {ROLES[0]}: {human} {ROLES[1]}:"
     return conversation.replace("\n", "")
-
-
-def instruction_from_benchmark_line(line: str) -> str:
-    """Reason-Edit text files hold `<instruction> CLIP: <target>` per line; the reference keeps the first part."""
-    return line.split("CLIP: ")[0].rstrip()

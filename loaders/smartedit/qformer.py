@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..operations import DEFAULT_OPERATIONS
+
 BERT_LAYER_NORM_EPS = 1e-12  # bert-base-uncased config, which the reference builds the Q-Former from
 BERT_HEAD_DIM = 64  # bert-base-uncased: 768 wide, 12 heads
 
@@ -30,20 +32,33 @@ class QFormerConfig:
     cross_layers: tuple[int, ...]
     eps: float = BERT_LAYER_NORM_EPS
 
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]], heads: int | None = None) -> QFormerConfig:
+        """Keys without the `sd_qformer.` prefix plus `query_tokens`; heads default to width / 64 (BERT-base)."""
+        _, num_queries, hidden = shapes["query_tokens"]
+        layer_ids = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.layer.")}
+        cross = tuple(sorted(i for i in layer_ids if f"encoder.layer.{i}.crossattention.self.key.weight" in shapes))
+        encoder_width = shapes[f"encoder.layer.{cross[0]}.crossattention.self.key.weight"][1] if cross else hidden
+        intermediate = shapes["encoder.layer.0.intermediate_query.dense.weight"][0]
+        return cls(
+            hidden=hidden, layers=len(layer_ids), heads=heads or max(1, hidden // BERT_HEAD_DIM),
+            intermediate=intermediate, encoder_width=encoder_width, num_queries=num_queries, cross_layers=cross,
+        )
+
 
 class BertAttentionBlock(nn.Module):
     """`attention.self.{query,key,value}` + `attention.output.{dense,LayerNorm}` (post-LN residual)."""
 
-    def __init__(self, c: QFormerConfig, kv_width: int) -> None:
+    def __init__(self, config: QFormerConfig, kv_width: int, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.heads = c.heads
+        self.heads = config.heads
         self.self = nn.Module()
-        self.self.query = nn.Linear(c.hidden, c.hidden)
-        self.self.key = nn.Linear(kv_width, c.hidden)
-        self.self.value = nn.Linear(kv_width, c.hidden)
+        self.self.query = operations.Linear(config.hidden, config.hidden)
+        self.self.key = operations.Linear(kv_width, config.hidden)
+        self.self.value = operations.Linear(kv_width, config.hidden)
         self.output = nn.Module()
-        self.output.dense = nn.Linear(c.hidden, c.hidden)
-        self.output.LayerNorm = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.output.dense = operations.Linear(config.hidden, config.hidden)
+        self.output.LayerNorm = operations.LayerNorm(config.hidden, eps=config.eps)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -58,15 +73,15 @@ class BertAttentionBlock(nn.Module):
 
 
 class QFormerLayer(nn.Module):
-    def __init__(self, c: QFormerConfig, has_cross: bool) -> None:
+    def __init__(self, config: QFormerConfig, has_cross: bool, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.attention = BertAttentionBlock(c, c.hidden)
-        self.crossattention = BertAttentionBlock(c, c.encoder_width) if has_cross else None
+        self.attention = BertAttentionBlock(config, config.hidden, operations=operations)
+        self.crossattention = BertAttentionBlock(config, config.encoder_width, operations=operations) if has_cross else None
         self.intermediate_query = nn.Module()
-        self.intermediate_query.dense = nn.Linear(c.hidden, c.intermediate)
+        self.intermediate_query.dense = operations.Linear(config.hidden, config.intermediate)
         self.output_query = nn.Module()
-        self.output_query.dense = nn.Linear(c.intermediate, c.hidden)
-        self.output_query.LayerNorm = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.output_query.dense = operations.Linear(config.intermediate, config.hidden)
+        self.output_query.LayerNorm = operations.LayerNorm(config.hidden, eps=config.eps)
 
     def forward(self, x: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         x = self.attention(x, x)
@@ -79,14 +94,14 @@ class QFormerLayer(nn.Module):
 class QFormer(nn.Module):
     """LLM image-token states [B, N, D_llm] -> Q-Former output [B, 77, D_text]."""
 
-    def __init__(self, c: QFormerConfig) -> None:
+    def __init__(self, config: QFormerConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.config = c
-        self.query_tokens = nn.Parameter(torch.zeros(1, c.num_queries, c.hidden))
+        self.config = config
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_queries, config.hidden))
         self.embeddings = nn.Module()
-        self.embeddings.LayerNorm = nn.LayerNorm(c.hidden, eps=c.eps)
+        self.embeddings.LayerNorm = operations.LayerNorm(config.hidden, eps=config.eps)
         self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(QFormerLayer(c, i in c.cross_layers) for i in range(c.layers))
+        self.encoder.layer = nn.ModuleList(QFormerLayer(config, i in config.cross_layers, operations=operations) for i in range(config.layers))
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         dtype = self.query_tokens.dtype
@@ -95,16 +110,3 @@ class QFormer(nn.Module):
         for layer in self.encoder.layer:
             x = layer(x, states)
         return x
-
-
-def qformer_config_from_shapes(shapes: dict[str, tuple[int, ...]], heads: int | None = None) -> QFormerConfig:
-    """Keys without the `sd_qformer.` prefix plus `query_tokens`; heads default to width / 64 (BERT-base)."""
-    _, num_queries, hidden = shapes["query_tokens"]
-    layer_ids = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.layer.")}
-    cross = tuple(sorted(i for i in layer_ids if f"encoder.layer.{i}.crossattention.self.key.weight" in shapes))
-    encoder_width = shapes[f"encoder.layer.{cross[0]}.crossattention.self.key.weight"][1] if cross else hidden
-    intermediate = shapes["encoder.layer.0.intermediate_query.dense.weight"][0]
-    return QFormerConfig(
-        hidden=hidden, layers=len(layer_ids), heads=heads or max(1, hidden // BERT_HEAD_DIM),
-        intermediate=intermediate, encoder_width=encoder_width, num_queries=num_queries, cross_layers=cross,
-    )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from .errors import SmartEditLoadError
+from ..errors import ModelFileError
 
 # SmartEdit setup_tokens_for_conversation: "<img>", then "<im_start>", "<im_end>", then "<img_0>".."<img_31>",
 # appended after the base vocabulary in this order (base + 35 = 32035 for LLaMA's 32000).
@@ -31,7 +31,7 @@ class LlamaSlowTokenizer:
     def __init__(self, model_file: str | Path, added_tokens: Sequence[str] = ADDED_TOKENS) -> None:
         model_file = Path(model_file)
         if not model_file.is_file():
-            raise SmartEditLoadError(
+            raise ModelFileError(
                 model_file, "the LLaMA SentencePiece model tokenizer.model", "no such file",
                 "copy tokenizer.model of Vicuna-1.1 / LLaVA-1.1 (the LLaMA-1 tokenizer) into the LLaVA folder",
             )

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
+
+from ..operations import DEFAULT_OPERATIONS
+from ..pixels import resize_bicubic
 
 # OpenAI CLIP image normalisation (openai/clip-vit-large-patch14 preprocessor_config.json)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -35,6 +36,22 @@ class ClipVisionConfig:
     eps: float = 1e-5  # CLIPVisionConfig.layer_norm_eps
     act: str = "quick_gelu"  # OpenAI CLIP
 
+    @classmethod
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]], prefix: str = "", config_json: dict | None = None) -> ClipVisionConfig:
+        """Widths and depth from the tensors; the head count from config.json when given, else width / 64."""
+        hidden, _, patch, _ = shapes[prefix + "embeddings.patch_embedding.weight"]
+        positions = shapes[prefix + "embeddings.position_embedding.weight"][0]
+        grid = math.isqrt(positions - 1)
+        layers = 1 + max(int(k[len(prefix + "encoder.layers.") :].split(".")[0]) for k in shapes if k.startswith(prefix + "encoder.layers."))
+        intermediate = shapes[prefix + "encoder.layers.0.mlp.fc1.weight"][0]
+        cfg = config_json or {}
+        cfg = cfg.get("vision_config", cfg)
+        heads = int(cfg.get("num_attention_heads", hidden // CLIP_HEAD_DIM))
+        return cls(
+            hidden=hidden, layers=layers, heads=heads, intermediate=intermediate, patch=patch, image_size=grid * patch,
+            eps=float(cfg.get("layer_norm_eps", 1e-5)), act=str(cfg.get("hidden_act", "quick_gelu")),
+        )
+
     @property
     def grid(self) -> int:
         return self.image_size // self.patch
@@ -49,13 +66,13 @@ def _act(name: str):
 
 
 class ClipAttention(nn.Module):
-    def __init__(self, c: ClipVisionConfig) -> None:
+    def __init__(self, config: ClipVisionConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.heads = c.heads
-        self.q_proj = nn.Linear(c.hidden, c.hidden)
-        self.k_proj = nn.Linear(c.hidden, c.hidden)
-        self.v_proj = nn.Linear(c.hidden, c.hidden)
-        self.out_proj = nn.Linear(c.hidden, c.hidden)
+        self.heads = config.heads
+        self.q_proj = operations.Linear(config.hidden, config.hidden)
+        self.k_proj = operations.Linear(config.hidden, config.hidden)
+        self.v_proj = operations.Linear(config.hidden, config.hidden)
+        self.out_proj = operations.Linear(config.hidden, config.hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -65,23 +82,23 @@ class ClipAttention(nn.Module):
 
 
 class ClipMLP(nn.Module):
-    def __init__(self, c: ClipVisionConfig) -> None:
+    def __init__(self, config: ClipVisionConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(c.hidden, c.intermediate)
-        self.fc2 = nn.Linear(c.intermediate, c.hidden)
-        self.act = _act(c.act)
+        self.fc1 = operations.Linear(config.hidden, config.intermediate)
+        self.fc2 = operations.Linear(config.intermediate, config.hidden)
+        self.act = _act(config.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
 class ClipLayer(nn.Module):
-    def __init__(self, c: ClipVisionConfig) -> None:
+    def __init__(self, config: ClipVisionConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.layer_norm1 = nn.LayerNorm(c.hidden, eps=c.eps)
-        self.self_attn = ClipAttention(c)
-        self.layer_norm2 = nn.LayerNorm(c.hidden, eps=c.eps)
-        self.mlp = ClipMLP(c)
+        self.layer_norm1 = operations.LayerNorm(config.hidden, eps=config.eps)
+        self.self_attn = ClipAttention(config, operations=operations)
+        self.layer_norm2 = operations.LayerNorm(config.hidden, eps=config.eps)
+        self.mlp = ClipMLP(config, operations=operations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.layer_norm1(x))
@@ -95,17 +112,17 @@ class ClipVisionTower(nn.Module):
     select_layer -2 runs layers 0 .. L-2 only. Keys below `vision_model.`; `post_layernorm` is unused.
     """
 
-    def __init__(self, c: ClipVisionConfig, select_layer: int = -2) -> None:
+    def __init__(self, config: ClipVisionConfig, select_layer: int = -2, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
-        self.config = c
-        self.class_embedding = nn.Parameter(torch.zeros(c.hidden))
-        self.patch_embedding = nn.Conv2d(3, c.hidden, c.patch, stride=c.patch, bias=False)
-        self.position_embedding = nn.Embedding(c.grid * c.grid + 1, c.hidden)
-        self.pre_layrnorm = nn.LayerNorm(c.hidden, eps=c.eps)
-        run = (c.layers + 1 + select_layer) if select_layer < 0 else select_layer
-        if not 0 <= run <= c.layers:
-            raise ValueError(f"select_layer {select_layer} outside the {c.layers} layers")
-        self.layers = nn.ModuleList(ClipLayer(c) for _ in range(run))
+        self.config = config
+        self.class_embedding = nn.Parameter(torch.zeros(config.hidden))
+        self.patch_embedding = operations.Conv2d(3, config.hidden, config.patch, stride=config.patch, bias=False)
+        self.position_embedding = operations.Embedding(config.grid * config.grid + 1, config.hidden)
+        self.pre_layrnorm = operations.LayerNorm(config.hidden, eps=config.eps)
+        run = (config.layers + 1 + select_layer) if select_layer < 0 else select_layer
+        if not 0 <= run <= config.layers:
+            raise ValueError(f"select_layer {select_layer} outside the {config.layers} layers")
+        self.layers = nn.ModuleList(ClipLayer(config, operations=operations) for _ in range(run))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         b = pixels.shape[0]
@@ -118,21 +135,6 @@ class ClipVisionTower(nn.Module):
             x = layer(x)
         return x[:, 1:]
 
-
-def clip_config_from_shapes(shapes: dict[str, tuple[int, ...]], prefix: str, config_json: dict | None) -> ClipVisionConfig:
-    """Widths and depth from the tensors; the head count from config.json when given, else width / 64."""
-    hidden, _, patch, _ = shapes[prefix + "embeddings.patch_embedding.weight"]
-    positions = shapes[prefix + "embeddings.position_embedding.weight"][0]
-    grid = math.isqrt(positions - 1)
-    layers = 1 + max(int(k[len(prefix + "encoder.layers.") :].split(".")[0]) for k in shapes if k.startswith(prefix + "encoder.layers."))
-    intermediate = shapes[prefix + "encoder.layers.0.mlp.fc1.weight"][0]
-    cfg = config_json or {}
-    cfg = cfg.get("vision_config", cfg)
-    heads = int(cfg.get("num_attention_heads", hidden // CLIP_HEAD_DIM))
-    return ClipVisionConfig(
-        hidden=hidden, layers=layers, heads=heads, intermediate=intermediate, patch=patch, image_size=grid * patch,
-        eps=float(cfg.get("layer_norm_eps", 1e-5)), act=str(cfg.get("hidden_act", "quick_gelu")),
-    )
 
 
 def clip_state_to_tower(state: dict[str, torch.Tensor], prefix: str, tower: ClipVisionTower) -> dict[str, torch.Tensor]:
@@ -165,9 +167,7 @@ def clip_pixels(image: torch.Tensor, size: int) -> torch.Tensor:
     image (aspect ratio not kept), then CLIPImageProcessor, whose resize and centre crop are no-ops at
     that size: rescale 1/255 and normalise with the OpenAI mean/std.
     """
-    array = (image.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-    resized = Image.fromarray(array).resize((size, size), resample=Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)
+    pixels = resize_bicubic(image, size, size)
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)
     std = torch.tensor(CLIP_STD, dtype=torch.float32)
     return ((pixels - mean) / std).permute(2, 0, 1).unsqueeze(0).contiguous()

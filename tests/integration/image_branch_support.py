@@ -124,7 +124,7 @@ def clip_vision_output(image_embeds: torch.Tensor, penultimate: torch.Tensor | N
 
 def tiny_ip2p_adapter_state(seed: int = 5) -> dict:
     """A basic IP-Adapter for the tiny IP2P UNet (conftest's checkpoint), reading ViT-L-wide image embeds."""
-    from lmm_edit.loaders.insightedit import cross_attention_layers
+    from lmm_edit.loaders.ip_adapter import cross_attention_layers
     from lmm_edit.selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG
     from lmm_edit.selfcheck.ip_adapter_files import tiny_ip_adapter_state
 

@@ -1,6 +1,6 @@
 """LMMEdit_DualCFGGuider in real ComfyUI: one batched UNet call, InstructPix2Pix's formula, composition.
 
-The reference for the formula is ComfyUI's own DualCFGGuider wired as research/peers.md §1.3
+The reference for the formula is ComfyUI's own DualCFGGuider wired as docs/comfyui.md (Sampling)
 describes (cond1 = positive, cond2 = negative with image, negative = null text without image),
 which was measured against diffusers' math; diffusers itself is compared in test_parity_diffusers.
 """
@@ -157,7 +157,8 @@ def test_controlnet_applied_with_core_node_composes_and_still_batches(comfyui, g
     torch.testing.assert_close(with_control, _sample(core, graph["latent"]), rtol=1e-4, atol=1e-4)
 
 
-def _latent_of(comfyui, prompt: dict) -> torch.Tensor:
+def _latents_of(comfyui, prompt: dict) -> dict[str, torch.Tensor]:
+    """filename prefix -> the latent each SaveLatent node of the prompt wrote."""
     import pathlib
 
     from safetensors.torch import load_file
@@ -165,9 +166,11 @@ def _latent_of(comfyui, prompt: dict) -> torch.Tensor:
     comfyui.executor.reset()
     result = comfyui.run(prompt)
     assert result.success, result.error
-    (saved,) = [item for ui in result.outputs.values() for item in ui.get("latents", [])]
-    folder = pathlib.Path(comfyui.folder_paths.get_directory_by_type(saved["type"])) / saved["subfolder"]
-    return load_file(str(folder / saved["filename"]))["latent_tensor"]
+    out = {}
+    for saved in [item for ui in result.outputs.values() for item in ui.get("latents", [])]:
+        folder = pathlib.Path(comfyui.folder_paths.get_directory_by_type(saved["type"])) / saved["subfolder"]
+        out[saved["filename"].rsplit("_", 2)[0]] = load_file(str(folder / saved["filename"]))["latent_tensor"]
+    return out
 
 
 def test_one_node_sampler_equals_guider_with_sampler_custom_advanced(comfyui, ip2p_checkpoint, example_image):
@@ -189,13 +192,18 @@ def test_one_node_sampler_equals_guider_with_sampler_custom_advanced(comfyui, ip
                                                           "steps": steps, "denoise": 1.0}},
         "10": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["7", 0], "guider": ["6", 0],
                "sampler": ["8", 0], "sigmas": ["9", 0], "latent_image": ["5", 2]}},
-        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "custom"}},
+        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "output"}},
+        "12": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 1], "filename_prefix": "denoised"}},
     })
     one_node = dict(common, **{
         "6": {"class_type": "LMMEdit_DualCFGSampler", "inputs": {
             "model": ["1", 0], "positive": ["5", 0], "negative": ["5", 1], "latent_image": ["5", 2],
             "seed": seed, "steps": steps, "text_cfg": 7.5, "image_cfg": 1.5, "sampler_name": "euler_ancestral",
             "scheduler": "normal", "denoise": 1.0}},
-        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "one_node"}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "output"}},
+        "8": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 1], "filename_prefix": "denoised"}},
     })
-    torch.testing.assert_close(_latent_of(comfyui, one_node), _latent_of(comfyui, custom), rtol=0, atol=0)
+    ours, core = _latents_of(comfyui, one_node), _latents_of(comfyui, custom)
+    assert sorted(ours) == sorted(core) == ["denoised", "output"]
+    for name in ours:
+        torch.testing.assert_close(ours[name], core[name], rtol=0, atol=0)

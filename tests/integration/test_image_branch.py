@@ -53,7 +53,7 @@ def plain(graph):
 
 @pytest.fixture(scope="module")
 def layers(graph):
-    from lmm_edit.loaders.insightedit import cross_attention_layers
+    from lmm_edit.loaders.ip_adapter import cross_attention_layers
 
     return cross_attention_layers(graph["model"].model.model_config.unet_config)
 
@@ -130,7 +130,7 @@ def test_adapter_loader_recognises_the_ip_adapter_by_keys(adapter, layers):
 def test_files_of_another_family_fail_at_load_naming_file_and_expected_layout(ipadapter_folder):
     from safetensors.torch import save_file
 
-    from lmm_edit.loaders.insightedit import AdapterFileError
+    from lmm_edit.loaders.errors import ModelFileError
     from lmm_edit.nodes.adapters import AdapterLoaderNode
 
     save_file({"lora_unet_down.weight": torch.zeros(4, 4)}, str(ipadapter_folder / "some_lora.safetensors"))
@@ -138,24 +138,24 @@ def test_files_of_another_family_fail_at_load_naming_file_and_expected_layout(ip
               "ip_adapter.1.to_v_ip.weight": torch.zeros(320, 768)}
     save_file(faceid, str(ipadapter_folder / "ip-adapter-faceid_sd15.safetensors"))
 
-    with pytest.raises(AdapterFileError) as foreign:
+    with pytest.raises(ModelFileError) as foreign:
         AdapterLoaderNode.execute("some_lora.safetensors")
     assert "some_lora.safetensors" in str(foreign.value)
     assert "image_proj" in str(foreign.value) and "to_k_ip" in str(foreign.value)
-    with pytest.raises(AdapterFileError, match="FaceID") as refused:
+    with pytest.raises(ModelFileError, match="FaceID") as refused:
         AdapterLoaderNode.execute("ip-adapter-faceid_sd15.safetensors")
     assert "ip-adapter-faceid_sd15.safetensors" in str(refused.value)
 
 
 def test_an_adapter_for_another_unet_fails_in_the_node_naming_file_and_layers(graph, ipadapter_folder, image_embeds):
-    from lmm_edit.loaders.insightedit import AdapterFileError
+    from lmm_edit.loaders.errors import ModelFileError
     from lmm_edit.nodes.adapters import AdapterLoaderNode
     from lmm_edit.selfcheck.ip_adapter_files import tiny_ip_adapter_state, write_adapter_file
 
     sdxl_like = tiny_ip_adapter_state("basic", layer_channels=[640, 640, 1280], context_dim=2048, clip_dim=768)
     write_into(ipadapter_folder, "ip-adapter_sdxl.bin", lambda path: write_adapter_file(sdxl_like, path))
     adapter = AdapterLoaderNode.execute("ip-adapter_sdxl.bin").result[0]
-    with pytest.raises(AdapterFileError, match=r"ip-adapter_sdxl\.bin.*4 cross-attention layers with channels") as err:
+    with pytest.raises(ModelFileError, match=r"ip-adapter_sdxl\.bin.*4 cross-attention layers with channels") as err:
         _branch(graph, adapter, image_embeds)
     assert "SDXL" in str(err.value)
 
@@ -347,7 +347,7 @@ def test_the_kernel_is_probed_once_per_head_width_when_the_branch_is_installed(g
 
 def test_a_backend_that_cannot_run_fails_in_the_node_not_mid_sampling(graph, adapter, image_embeds):
     from lmm_edit.kernels import NoCapableBackendError
-    from lmm_edit.loaders.insightedit.image_branch_patch import BACKEND_OPTION
+    from lmm_edit.loaders.ip_adapter.image_branch_patch import BACKEND_OPTION
     from lmm_edit.nodes.adapters import AttentionBackendNode
 
     with pytest.raises(NoCapableBackendError, match="triton"):

@@ -115,7 +115,7 @@ def test_ip_adapter_example_edits_with_the_image_prompt(comfyui, ip_adapter_file
 @pytest.fixture(scope="module")
 def insightedit_files(comfyui, tmp_path_factory, models, ip2p_checkpoint, example_image):
     """SmartEdit's tiny release files where users put them, and an IAA fitting its UNet and LLM width."""
-    from lmm_edit.loaders.insightedit import cross_attention_layers
+    from lmm_edit.loaders.ip_adapter import cross_attention_layers
     from lmm_edit.nodes.smartedit_loader import SmartEditLoaderNode
     from lmm_edit.selfcheck.ip_adapter_files import tiny_iaa_state, write_adapter_file
     from lmm_edit.selfcheck.smartedit_release import TinySizes, write_smartedit_release
@@ -164,7 +164,7 @@ def test_plus_adapter_takes_its_unconditional_tokens_from_clip_of_a_blank_image(
     import torch
 
     import nodes
-    from lmm_edit.loaders.insightedit import cross_attention_layers
+    from lmm_edit.loaders.ip_adapter import cross_attention_layers
     from lmm_edit.nodes.adapters import AdapterLoaderNode, IAAImageBranchNode
     from lmm_edit.selfcheck.clip_vision_files import VIT_L_HIDDEN
     from lmm_edit.selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG

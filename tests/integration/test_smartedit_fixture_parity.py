@@ -79,10 +79,11 @@ def _fixture_model(fixture):
 
 
 def test_fixture_unet_is_refused_by_the_loader_with_the_expected_shape(fixture):
-    from lmm_edit.loaders.smartedit import SmartEditLoadError, find_bundle
+    from lmm_edit.loaders.errors import ModelFileError
+    from lmm_edit.loaders.smartedit import find_bundle
     from lmm_edit.nodes.smartedit_loader import load_smartedit_unet
 
-    with pytest.raises(SmartEditLoadError, match="expected an SD1.5 InstructPix2Pix UNet.*conv_in.*Fix:"):
+    with pytest.raises(ModelFileError, match="expected an SD1.5 InstructPix2Pix UNet.*conv_in.*Fix:"):
         load_smartedit_unet(find_bundle(fixture["bundle"]), None)
 
 

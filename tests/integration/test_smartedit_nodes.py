@@ -142,11 +142,11 @@ def test_loader_dtype_applies_to_the_lmm_bridge_and_unet(comfyui, smartedit_file
     from lmm_edit.nodes.smartedit_loader import SmartEditLoaderNode
 
     model, lmm, bridge = SmartEditLoaderNode.execute(BUNDLE, LLAVA, CLIP_FILE, choice, 0).result
-    assert lmm.model.llm.embed_tokens.weight.dtype == dtype
-    assert lmm.model.vision.patch_embedding.weight.dtype == dtype
+    assert lmm.patcher.model.llm.embed_tokens.weight.dtype == dtype
+    assert lmm.patcher.model.vision.patch_embedding.weight.dtype == dtype
     assert bridge.model.dtype == dtype
     assert model.model.get_dtype() == dtype
-    assert lmm.load_device == bridge.load_device == comfy.model_management.text_encoder_device()
+    assert lmm.patcher.load_device == bridge.load_device == comfy.model_management.text_encoder_device()
 
 
 # --- the BIM residual in the UNet ---------------------------------------------------------------

@@ -13,7 +13,6 @@ const TYPE_COLOURS = {
   LMM_EDIT_BRIDGE: "#80cbc4",
   LMM_EDIT_INSTRUCTION: "#ffcc80",
   LMM_EDIT_ADAPTER: "#90caf9",
-  LMM_EDIT_IMAGE_TOKENS: "#f48fb1",
 };
 
 function applyTypeColours() {

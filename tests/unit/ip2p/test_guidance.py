@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmm_edit.loaders.ip2p.guidance import dual_cfg, dual_cfg_weights, needed_branches
+from lmm_edit.loaders.ip2p.guidance import dual_cfg, dual_cfg_weights
 
 SCALES = [(7.5, 1.5), (1.0, 1.0), (3.0, 1.0), (1.0, 2.0), (7.5, 0.5), (0.0, 0.0)]
 
@@ -34,16 +34,6 @@ def test_dual_cfg_is_the_instruct_pix2pix_formula(text_cfg, image_cfg):
 @pytest.mark.parametrize("text_cfg, image_cfg", SCALES)
 def test_weights_sum_to_one_so_a_constant_prediction_is_kept(text_cfg, image_cfg):
     assert sum(dual_cfg_weights(text_cfg, image_cfg)) == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize("text_cfg, image_cfg, expected", [
-    (7.5, 1.5, (True, True, True)),
-    (7.5, 1.0, (True, True, False)),
-    (1.0, 1.0, (True, False, False)),
-    (1.0, 1.5, (True, True, True)),
-])
-def test_needed_branches_follow_the_cfg_one_shortcuts(text_cfg, image_cfg, expected):
-    assert needed_branches(text_cfg, image_cfg) == expected
 
 
 @pytest.mark.parametrize("text_cfg, image_cfg", [(7.5, 1.5), (3.0, 1.2)])
@@ -93,4 +83,3 @@ def test_diffusers_switches_all_guidance_off_below_image_scale_one(tiny_ip2p_pip
     finally:
         del pipe.unet.forward
     assert batches == [1]
-    assert needed_branches(7.5, 0.5) == (True, True, True)

@@ -3,7 +3,7 @@
 Imported as ``unit.kernels.attention_cases`` (the root conftest puts ``tests/`` on sys.path).
 
 The reference is the definition of decoupled cross-attention written out in float64 with an
-explicit softmax (research/kernels.md §1.3): every backend is compared against it, never against
+explicit softmax (docs/kernels.md): every backend is compared against it, never against
 another backend.
 """
 
@@ -17,7 +17,7 @@ import torch
 from lmm_edit.kernels import AttentionBranch
 
 # Largest accepted |found - reference|, as atol + rtol * |reference|. Unit roundoff: fp16 4.9e-4,
-# bf16 3.9e-3 (research/kernels.md §1.6); the unfused eager path rounds each branch and each sum.
+# bf16 3.9e-3 (docs/kernels.md, Numerics); the unfused eager path rounds each branch and each sum.
 TOLERANCE = {
     torch.float64: (1e-10, 1e-10),
     torch.float32: (2e-5, 2e-5),

@@ -16,7 +16,7 @@ from unit.kernels.attention_cases import (
 
 from lmm_edit.kernels import AttentionBranch, attention, multi_branch_cross_attention, use_backend
 
-KV_LENGTHS = (1, 4, 16, 77, 257, 576)  # one token .. 2 full-face images (research/kernels.md §3.2)
+KV_LENGTHS = (1, 4, 16, 77, 257, 576)  # one token .. 2 full-face images (docs/kernels.md, Shapes)
 HEAD_DIMS = (40, 64, 80, 128, 160)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -64,7 +64,7 @@ def test_eager_matches_float64_definition_at_every_adapter_token_count(kv_len):
 
 
 def test_branches_keep_separate_softmaxes_unlike_one_softmax_over_concatenated_tokens():
-    # research/kernels.md §1.4: concatenating K/V gives a convex combination, not o_txt + lambda * o_img.
+    # docs/kernels.md: concatenating K/V gives a convex combination, not o_txt + lambda * o_img.
     case = AttentionCase(batch=1, heads=2, q_len=32, head_dim=40, kv_lengths=(77, 16), dtype=torch.float64,
                          masked=(False, False), tensor_scale=(False, False))
     q, branches = build_inputs(case)

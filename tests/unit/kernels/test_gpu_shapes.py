@@ -1,6 +1,6 @@
 """The compiled Triton kernel at real SD 1.5 / SDXL attn2 shapes on a CUDA GPU.
 
-Shapes from research/kernels.md §3.1: SD 1.5 at 512 px (B = 3 for dual CFG, 8 heads, D 40/80/160,
+Shapes from docs/kernels.md (Shapes): SD 1.5 at 512 px (B = 3 for dual CFG, 8 heads, D 40/80/160,
 Lq 4096/1024/256/64), SDXL at 1024 px (D 64, 10 or 20 heads, Lq 4096/1024); text 77 tokens, image
 branches of 4 (IP-Adapter), 16 (Plus) and 257 (full-face) tokens. Outputs start as NaN.
 """

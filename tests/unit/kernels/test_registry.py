@@ -190,3 +190,16 @@ def test_probe_reports_a_kernel_that_computes_wrong_values(monkeypatch):
 def test_probe_of_a_call_no_backend_accepts_lists_the_reasons():
     with pytest.raises(NoCapableBackendError, match="dtype torch.int32 not in"):
         probe(ATTENTION, "cpu", torch.int32, 64)
+
+
+def test_the_triton_backend_declares_the_branch_slots_its_kernel_compiles():
+    """kernels/triton_forward.py is loaded standalone (no package imports), so its MAX_BRANCHES is read here."""
+    import ast
+    import pathlib
+
+    from lmm_edit.kernels.backends import TRITON_MAX_BRANCHES
+
+    source = (pathlib.Path(backends_module.__file__).parent / "triton_forward.py").read_text()
+    (value,) = [node.value.value for node in ast.parse(source).body
+                if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["MAX_BRANCHES"]]
+    assert value == TRITON_MAX_BRANCHES

@@ -21,14 +21,14 @@ COMFYUI_MODULES = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes"
 def test_root_package_exposes_the_v3_entrypoint_and_web_directory():
     assert inspect.iscoroutinefunction(lmm_edit.comfy_entrypoint)
     assert (ROOT / lmm_edit.WEB_DIRECTORY).is_dir()
-    # V1 and V3 together would make ComfyUI skip comfy_entrypoint (research/comfyui.md §2a).
+    # V1 and V3 together would make ComfyUI skip comfy_entrypoint (docs/comfyui.md, Loading).
     assert not hasattr(lmm_edit, "NODE_CLASS_MAPPINGS")
 
 
 def test_importing_the_pack_and_its_torch_code_imports_no_comfyui():
     """In a fresh interpreter: other suites of the same run may have imported ComfyUI already."""
     done = run_with_pack(
-        "import lmm_edit.kernels, lmm_edit.loaders.insightedit, lmm_edit.loaders.ip2p.guidance, "
+        "import lmm_edit.kernels, lmm_edit.loaders.ip_adapter, lmm_edit.loaders.vlm, lmm_edit.loaders.ip2p.guidance, "
         "lmm_edit.loaders.smartedit, lmm_edit.cli.edit; "
         f"print(sorted(set({COMFYUI_MODULES!r}) & set(sys.modules)))"
     )

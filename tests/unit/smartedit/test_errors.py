@@ -1,4 +1,4 @@
-"""Every bad input named in issue 9 gives a SmartEditLoadError naming the file, the expectation and the fix."""
+"""Every bad input named in issue 9 gives a ModelFileError naming the file, the expectation and the fix."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from lmm_edit.loaders.smartedit import SmartEditLoadError, find_bundle, load_smartedit
+from lmm_edit.loaders.errors import ModelFileError
+from lmm_edit.loaders.smartedit import find_bundle, load_smartedit
 from lmm_edit.loaders.smartedit.files import read_tensors
 from lmm_edit.selfcheck.smartedit_release import TinySizes, train_tokenizer, write_smartedit_release
 
@@ -32,7 +33,7 @@ def _load(r, **kwargs):
     return load_smartedit(r.bundle, r.llava, r.clip, qformer_heads=r.qformer_heads, **kwargs)
 
 
-def _assert_error(err: SmartEditLoadError, file_part: str, *words: str) -> None:
+def _assert_error(err: ModelFileError, file_part: str, *words: str) -> None:
     assert file_part in err.file
     text = str(err).lower()
     assert err.expected and err.found and err.fix
@@ -44,7 +45,7 @@ def test_llava_15_instead_of_11(release):
     config = json.loads((release.llava / "config.json").read_text())
     config.update(mm_projector_type="mlp2x_gelu", mm_vision_tower="openai/clip-vit-large-patch14-336")
     (release.llava / "config.json").write_text(json.dumps(config))
-    with pytest.raises(SmartEditLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         _load(release)
     _assert_error(info.value, release.llava.name, "LLaVA-1.5", "LLaVA-1.1", "apply_delta")
 
@@ -55,14 +56,14 @@ def test_llava_base_without_its_three_extra_rows(release):
         state = torch.load(release.llava / shard, weights_only=True)
         state[key] = state[key][: release.sizes.base_vocab].clone()
         torch.save(state, release.llava / shard)
-    with pytest.raises(SmartEditLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         _load(release)
     _assert_error(info.value, "pytorch_model-00001", "LLaVA-1.1", f"{release.sizes.base_vocab} rows")
 
 
 def test_missing_adapter_config(release):
     (release.bundle / "adapter_config.json").unlink()
-    with pytest.raises(SmartEditLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         find_bundle(release.bundle)
     _assert_error(info.value, "adapter_config.json", "LoRA", "data/adapter_config.json")
 
@@ -79,7 +80,7 @@ def test_missing_img_rows(release, file_format):
         from safetensors.torch import save_file
 
         save_file(state, str(bundle.llm))
-    with pytest.raises(SmartEditLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         _load(release, file_format=file_format)
     _assert_error(info.value, bundle.llm.name, "<img_k> rows are missing", "<img_0>")
 
@@ -89,7 +90,7 @@ def test_truncated_file(release, file_format):
     bundle = find_bundle(release.bundle, file_format=file_format)
     data = bundle.bim.read_bytes()
     bundle.bim.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SmartEditLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         _load(release, file_format=file_format)
     _assert_error(info.value, bundle.bim.name, "truncated", "again")
 
@@ -97,7 +98,7 @@ def test_truncated_file(release, file_format):
 def test_tokenizer_of_the_wrong_size(release, tmp_path):
     wrong = tmp_path / "tokenizer.model"
     wrong.write_bytes(train_tokenizer(TinySizes().base_vocab - 40))
-    with pytest.raises(SmartEditLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         _load(release, tokenizer_path=wrong)
     _assert_error(info.value, "tokenizer.model", f"{release.sizes.base_vocab} pieces", f"{release.sizes.base_vocab - 40} pieces")
 
@@ -106,13 +107,13 @@ def test_folder_that_is_not_a_smartedit_bundle(release, tmp_path):
     other = tmp_path / "some_checkpoint"
     other.mkdir()
     (other / "model.safetensors").write_bytes(b"")
-    with pytest.raises(SmartEditLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         find_bundle(other)
     _assert_error(info.value, "some_checkpoint", "LLM-<step>", "model.safetensors")
 
 
 def test_bundle_with_a_component_missing(release):
     shutil.rmtree(release.bundle / f"modulate-{release.sizes.step}")
-    with pytest.raises(SmartEditLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         find_bundle(release.bundle)
     _assert_error(info.value, release.bundle.name, f"modulate-{release.sizes.step}")

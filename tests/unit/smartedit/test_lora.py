@@ -8,8 +8,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from lmm_edit.loaders.smartedit.bundle import LoraSettings
-from lmm_edit.loaders.smartedit.load_lmm import merge_lora
+from lmm_edit.loaders.smartedit.files import LoraSettings
+from lmm_edit.loaders.smartedit.load import merge_lora
 
 
 class _Attention(nn.Module):

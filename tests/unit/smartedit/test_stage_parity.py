@@ -9,7 +9,7 @@ import torch
 
 from lmm_edit.loaders.smartedit.conditioning import REFERENCE_CAST, TEXT_RESIDUAL_WEIGHT, run_bim
 from lmm_edit.loaders.smartedit.decode import decode_image_states
-from lmm_edit.loaders.smartedit.encode import prompt_inputs
+from lmm_edit.loaders.smartedit.encoder import prompt_inputs
 from lmm_edit.loaders.smartedit.vision import CLIP_MEAN, CLIP_STD, clip_pixels
 
 FP32_TOL = 1e-4  # README: fp32 stages

@@ -1,7 +1,7 @@
 """The Triton kernel, run by the Triton interpreter on the CPU, matches the float64 definition.
 
 Small shapes (B*H <= 4, Lq <= 129): the interpreter runs one program after another through numpy.
-It proves indexing and math, not GPU compilation or speed (research/kernels.md §5.5); the GPU tests
+It proves indexing and math, not GPU compilation or speed (docs/kernels.md, Triton kernel notes); the GPU tests
 in ../test_gpu_shapes.py cover those. Every output buffer starts as NaN, so a row or column the
 kernel never writes fails the comparison.
 """
@@ -114,6 +114,6 @@ def test_launch_config_pads_head_dims_and_respects_the_16_wide_dot_floor(triton_
 
 
 def test_launch_config_shrinks_the_query_block_for_small_grids(triton_forward):
-    # SD 1.5 middle block: Lq 64, B*H 24 on a 132-SM H100 (research/kernels.md §4).
+    # SD 1.5 middle block: Lq 64, B*H 24 on a 132-SM H100 (docs/kernels.md, Memory traffic).
     assert triton_forward.launch_config(64, 160, [77, 16], 24, 132)["BLOCK_M"] == 16
     assert triton_forward.launch_config(4096, 40, [77, 16], 24, 132)["BLOCK_M"] == 64

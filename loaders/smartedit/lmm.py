@@ -1,0 +1,36 @@
+"""SmartEdit's LMM as one module: LLaVA-1.1's LLaMA with SmartEdit's LoRA merged, CLIP tower, mm_projector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..llama import LlamaLM
+from .tokenizer import LlamaSlowTokenizer
+from .vision import ClipVisionTower
+
+
+@dataclass
+class LMMInfo:
+    """Facts about the loaded LMM that the encoder needs."""
+
+    base_vocab: int
+    image_token_ids: list[int]
+    eos_id: int
+    select_layer: int
+    family: str = "llava-1.1"
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+class SmartEditLMM(nn.Module):
+    """The LMM handle: `llm` (LlamaLM), `vision` (ClipVisionTower), `mm_projector`, plus tokenizer and info."""
+
+    def __init__(self, llm: LlamaLM, vision: ClipVisionTower, mm_projector: nn.Module, tokenizer: LlamaSlowTokenizer,
+                 info: LMMInfo) -> None:
+        super().__init__()
+        self.llm = llm
+        self.vision = vision
+        self.mm_projector = mm_projector
+        self.tokenizer = tokenizer
+        self.info = info
