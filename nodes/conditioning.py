@@ -18,6 +18,7 @@ from PIL import Image
 from ..loaders.instruction import LMMInstruction
 from ..loaders.smartedit import SmartEditBridge, bridge_condition
 from .bim_residual import BIM_RESIDUAL_KEY
+from .image_input import first_rgb
 from .model_conds import attach_model_cond
 from .module_patchers import load_for_use
 from .socket_types import BRIDGE, INSTRUCTION
@@ -30,17 +31,19 @@ def edit_pixels(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """IMAGE [B, H, W, C] -> the first image [1, H', W', 3] at the edit size, both sides multiples of 8.
 
     width/height 0: the source side, centre-cropped down to a multiple of 8 (as core's
-    InstructPixToPixConditioning). Otherwise the image is resized with PIL bicubic, as the reference
+    InstructPixToPixConditioning); a source side below 8 px is resized up to 8 instead (a crop would
+    start at a negative offset). Otherwise the image is resized with PIL bicubic, as the reference
     resizes its input (`--resize_resolution`, 256 in the reference), to the requested size floored to 8.
+    Gray and RGBA become RGB; an empty or non-finite image is refused (image_input.py).
     """
-    pixels = image[:1, :, :, :3]
+    pixels = first_rgb(image, "LMMEdit_BIMConditioning")
     h, w = pixels.shape[1:3]
     target_w = max(LATENT_STRIDE, ((width or w) // LATENT_STRIDE) * LATENT_STRIDE)
     target_h = max(LATENT_STRIDE, ((height or h) // LATENT_STRIDE) * LATENT_STRIDE)
-    if width or height:
+    if width or height or h < LATENT_STRIDE or w < LATENT_STRIDE:
         if (target_w, target_h) == (w, h):
             return pixels
-        array = (pixels[0].float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+        array = (pixels[0].clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
         resized = Image.fromarray(array).resize((target_w, target_h), resample=Image.Resampling.BICUBIC)
         return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).unsqueeze(0)
     top, left = (h - target_h) // 2, (w - target_w) // 2

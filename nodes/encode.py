@@ -14,6 +14,7 @@ from comfy_api.latest import io
 from ..loaders.instruction import LMMInstruction
 from ..loaders.smartedit import TEMPLATES, SmartEditLMM, encode_instruction, template_index_for_seed
 from ..loaders.smartedit.decode import MAX_NEW_TOKENS
+from .image_input import first_rgb
 from .mllm_loader import encode_for_node, mllm_bundle_of
 from .module_patchers import load_for_use
 from .socket_types import INSTRUCTION, LMM
@@ -112,6 +113,7 @@ class LMMEncodeNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, lmm, image, instruction, seed, temperature, template, force_image_tokens) -> io.NodeOutput:
+        image = first_rgb(image, "LMMEdit_LMMEncode")  # gray / RGBA -> RGB; empty or NaN refused
         module = lmm.model
         if mllm_bundle_of(lmm) is not None:  # a VLM from LMMEdit_MLLMLoader: its family's own template
             progress = TokenProgress(cls.hidden.unique_id if cls.hidden is not None else None)
