@@ -2,8 +2,8 @@
 
 Before: a gray image reached the VAE and the LMM with one channel, an RGBA image reached the LMM's CLIP
 preprocessing with four, an image under 8 px was centre-cropped from a negative offset (a 5 x 3 image came
-out 2 x 3, not 8 x 8), and a NaN image was clamped into a black one and edited. After: gray and RGBA become RGB, small images are
-resized up to 8 px, and empty or non-finite images stop the node with the shape and the fix.
+out 2 x 3, not 8 x 8), and a NaN image was clamped into a black one and edited. After: gray and RGBA become
+RGB, small images are resized up to 8 px, and empty or non-finite images stop the node with the shape and the fix.
 """
 
 from __future__ import annotations
