@@ -43,6 +43,8 @@ def staging_folder(dst: Path) -> Path:
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # a leftover of this very process cannot be in use
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate the process on Windows: never remove what may be in use
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -62,7 +64,8 @@ def remove_stale(dst: Path) -> list[str]:
     for path in leftovers:
         match = _STALE.fullmatch(path.name)
         if _alive(int(match["pid"])):
-            continue  # another conversion into the same folder is running
+            notes.append(f"left {path} alone: process {match['pid']} may still be converting (delete it if not)")
+            continue
         if match["kind"] == "replaced" and not dst.exists():
             os.rename(path, dst)
             notes.append(f"restored the previous output {dst} from {path.name} (a conversion was killed mid-swap)")
@@ -119,6 +122,8 @@ def write_error(dst: Path, file: Path, err: BaseException, size: int | None = No
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two folders (Linux renameat2); False when the system or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
     rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if rename is None:
         return False

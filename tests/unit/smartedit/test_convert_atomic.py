@@ -109,8 +109,8 @@ def test_the_fallback_swap_replaces_the_old_output(fixture, tmp_path, monkeypatc
 def test_a_staging_folder_of_a_running_conversion_is_left_alone(fixture, tmp_path):
     busy = tmp_path / ".conv.converting-1"  # pid 1 is always alive
     busy.mkdir()
-    convert_smartedit(fixture.bundle, tmp_path / "conv")
-    assert busy.is_dir()
+    result = convert_smartedit(fixture.bundle, tmp_path / "conv")
+    assert busy.is_dir() and any(str(busy) in note and "may still be converting" in note for note in result.notes)
 
 
 def test_a_write_failing_part_way_keeps_the_old_output(fixture, tmp_path, monkeypatch):
