@@ -41,17 +41,27 @@ def _locales(argv: list[str]) -> int:
 
 
 def _convert_smartedit(argv: list[str]) -> int:
+    from .loaders.errors import ModelFileError
     from .loaders.smartedit.convert import convert_smartedit
 
     parser = argparse.ArgumentParser(prog="python -m lmm_edit convert-smartedit",
-                                     description="release SmartEdit bundle -> compact per-component safetensors")
+                                     description="release SmartEdit bundle -> compact per-component safetensors; "
+                                     "all or nothing: an existing output folder is replaced as a whole or kept")
     parser.add_argument("src", help="bundle folder (LLM-*, embeddings_qformer, modulate-*, unet-*)")
-    parser.add_argument("dst", help="output folder")
+    parser.add_argument("dst", help="output folder (new, empty, or a previous conversion; not inside the source)")
     parser.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default=None, help="cast floating tensors")
+    parser.add_argument("--clamp", action="store_true",
+                        help="clip values beyond the range of --dtype (fp16: 65504) instead of refusing")
     parser.add_argument("--step", type=int, default=None, help="training step when the bundle holds several")
     args = parser.parse_args(argv)
-    written = convert_smartedit(args.src, args.dst, args.dtype, args.step)
-    for name, path in written.items():
+    try:
+        result = convert_smartedit(args.src, args.dst, args.dtype, args.step, clamp=args.clamp)
+    except ModelFileError as err:
+        print(f"convert-smartedit: {err}", file=sys.stderr)
+        return 1
+    for note in result.notes:
+        print(note)
+    for name, path in result.files.items():
         print(f"{name}: {path}")
     return 0
 

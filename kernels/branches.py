@@ -34,19 +34,37 @@ class OpArguments:
     masks: list[torch.Tensor | None]  # each [B, Lq] (a broadcast view, no copy)
 
 
-def _check_kv(index: int, name: str, tensor: torch.Tensor, q: torch.Tensor) -> None:
+def _check_kv(where: str, name: str, tensor: torch.Tensor, q: torch.Tensor) -> None:
     batch, heads, _, head_dim = q.shape
     if tensor.dim() != 4 or tensor.shape[0] != batch or tensor.shape[1] != heads or tensor.shape[3] != head_dim:
         raise ValueError(
-            f"attention branch {index}: {name} must be [B={batch}, H={heads}, Lkv, D={head_dim}] like q "
+            f"{where}: {name} must be [B={batch}, H={heads}, Lkv, D={head_dim}] like q "
             f"{tuple(q.shape)}, found {tuple(tensor.shape)}. Fix: view [B, L, H*D] projections as "
             f"[B, L, H, D].transpose(1, 2) and expand a batch of 1 to B."
         )
     if tensor.device != q.device or tensor.dtype != q.dtype:
         raise ValueError(
-            f"attention branch {index}: {name} is {tensor.dtype} on {tensor.device}, q is {q.dtype} on "
-            f"{q.device}. Fix: cast and move the branch's projections to q's dtype and device."
+            f"{where}: {name} is {tensor.dtype} on {tensor.device}, q is {q.dtype} on "
+            f"{q.device}. Fix: cast and move the projections to q's dtype and device."
         )
+
+
+def check_query(q: torch.Tensor) -> None:
+    if q.dim() != 4:
+        raise ValueError(f"q must be [B, H, Lq, D], found {tuple(q.shape)}. Fix: view [B, L, H*D] projections as "
+                         f"[B, L, H, D].transpose(1, 2).")
+
+
+def check_keys_values(where: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """k and v ``[B, H, Lkv, D]`` like q, on q's device and dtype, with the same token count."""
+    _check_kv(where, "k", k, q)
+    _check_kv(where, "v", v, q)
+    if k.shape[2] != v.shape[2]:
+        raise ValueError(f"{where}: k has {k.shape[2]} tokens, v {v.shape[2]}. Fix: project k and v from the same "
+                         f"tokens (one context tensor for both).")
+    if k.shape[2] == 0:
+        raise ValueError(f"{where}: k and v hold no token (Lkv 0), and a softmax over no key is undefined. Fix: "
+                         f"leave out a branch that has no tokens.")
 
 
 def _scale_tensor(index: int, scale: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -78,18 +96,14 @@ def _row_weights(index: int, mask: torch.Tensor, q: torch.Tensor) -> torch.Tenso
 
 def op_arguments(q: torch.Tensor, branches: list[AttentionBranch]) -> OpArguments:
     """Validate ``branches`` against ``q`` ``[B, H, Lq, D]`` and flatten them for the op."""
-    if q.dim() != 4:
-        raise ValueError(f"q must be [B, H, Lq, D], found {tuple(q.shape)}.")
+    check_query(q)
     if not branches:
         raise ValueError("multi_branch_cross_attention needs at least one branch (the text branch).")
     scales: list[float] = []
     scale_tensors: list[torch.Tensor | None] = []
     masks: list[torch.Tensor | None] = []
     for index, branch in enumerate(branches):
-        _check_kv(index, "k", branch.k, q)
-        _check_kv(index, "v", branch.v, q)
-        if branch.k.shape[2] != branch.v.shape[2]:
-            raise ValueError(f"attention branch {index}: k has {branch.k.shape[2]} tokens, v {branch.v.shape[2]}.")
+        check_keys_values(f"attention branch {index}", q, branch.k, branch.v)
         if isinstance(branch.scale, torch.Tensor):
             scales.append(1.0)
             scale_tensors.append(_scale_tensor(index, branch.scale, q))

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 
 from .backends import ATTENTION, MULTI_BRANCH_CROSS_ATTENTION, REGISTRY
-from .branches import AttentionBranch, op_arguments
+from .branches import AttentionBranch, check_keys_values, check_query, op_arguments
 from .constraints import describe_call
 
 
@@ -85,6 +85,12 @@ def multi_branch_cross_attention(q: torch.Tensor, branches: list[AttentionBranch
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Single-branch attention (SmartEdit BIM): q ``[B, H, Lq, D]``, k/v ``[B, H, Lkv, D]`` -> ``[B, H, Lq, D]``."""
+    """Single-branch attention (SmartEdit BIM): q ``[B, H, Lq, D]``, k/v ``[B, H, Lkv, D]`` -> ``[B, H, Lq, D]``.
+
+    Inputs are checked as ``multi_branch_cross_attention`` checks each branch (shapes, device, dtype,
+    k and v token counts); SDPA alone would broadcast or truncate some mismatches silently.
+    """
+    check_query(q)
+    check_keys_values("attention", q, k, v)
     backend = select_backend(ATTENTION, q, k, v)
     return REGISTRY.implementation(backend, ATTENTION)(q, k, v)

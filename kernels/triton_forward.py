@@ -23,6 +23,8 @@ import triton
 import triton.language as tl
 from triton.errors import TritonError
 
+from .launch_checks import check_launch
+
 # Compile, resource and launch failures; CUDA errors surface as RuntimeError.
 KERNEL_ERRORS = (TritonError, RuntimeError)
 
@@ -180,10 +182,9 @@ def multi_branch_cross_attention(
     expanded batch of 1) as long as D is contiguous; ``out``, when given, must be contiguous.
     ``config`` overrides ``launch_config`` (tests use it to reach the small-grid block sizes).
     """
+    check_launch(q, keys, values, scales, scale_tensors, masks, MAX_BRANCHES, INTERPRETING)
     batch, heads, q_len, head_dim = q.shape
     count = len(keys)
-    if not 1 <= count <= MAX_BRANCHES:
-        raise ValueError(f"the triton backend takes 1..{MAX_BRANCHES} branches, got {count}")
     if out is None:
         out = torch.empty(batch, q_len, heads * head_dim, device=q.device, dtype=q.dtype)
     elif out.shape != (batch, q_len, heads * head_dim) or not out.is_contiguous():

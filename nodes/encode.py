@@ -13,6 +13,7 @@ import comfy.utils
 from comfy_api.v0_0_2 import io
 
 from ..loaders.encoder import AUTO_TEMPLATE, EncodeOptions
+from ..loaders.pixels import first_rgb
 from ..loaders.smartedit.encoder import TEMPLATE_CHOICES
 from .socket_types import INSTRUCTION, LMM
 
@@ -83,6 +84,7 @@ class LMMEncodeNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, lmm, image, instruction, seed, temperature, template, force_image_tokens) -> io.NodeOutput:
+        image = first_rgb(image, "LMMEdit_LMMEncode")  # gray / RGBA -> RGB; empty or NaN refused
         progress = TokenProgress(cls.hidden.unique_id if cls.hidden is not None else None)  # None: called directly
         options = EncodeOptions(seed, temperature, template, force_image_tokens, on_token=progress)
         result = lmm.encode(image[0], instruction, options)

@@ -21,3 +21,9 @@ def run_with_pack(code: str, *args: str, cwd: pathlib.Path | None = None, env: d
     would shadow ComfyUI's ``nodes`` module)."""
     return subprocess.run([sys.executable, "-c", _ALIAS + code, str(ROOT), *args], cwd=cwd or ROOT.parent,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def start_with_pack(code: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """``run_with_pack`` without waiting: the process, its stdout and stderr as text pipes."""
+    return subprocess.Popen([sys.executable, "-c", _ALIAS + code, str(ROOT), *args], cwd=ROOT.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

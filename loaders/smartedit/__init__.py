@@ -6,7 +6,8 @@ Public API (what the ComfyUI nodes call):
 - `encode_instruction(lmm, image, instruction, seed=, temperature=, template=, force_image_tokens=, on_token=)`
   -> LMMInstruction; `SmartEditEncoder(lmm)`: the same as the family's InstructionEncoder (loaders/encoder.py).
 - `bridge_condition(bridge, instruction, (latent_h, latent_w))` -> BridgeOutput(cond, residual, attention).
-- `convert_smartedit(src, dst, dtype)`; every load error is a loaders.errors.ModelFileError.
+- `convert_smartedit(src, dst, dtype, clamp=)` -> Conversion (all or nothing); every load error is a
+  loaders.errors.ModelFileError.
 """
 
 from .conditioning import BridgeOutput, SmartEditBridge, bridge_condition

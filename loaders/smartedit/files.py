@@ -118,13 +118,35 @@ def _not_a_bundle(root: Path, why: str) -> ModelFileError:
     )
 
 
+def _check_one_conversion(root: Path, paths: dict[str, Path], metas: dict[str, dict[str, str]]) -> None:
+    """Every converted file must come from the same source and the same run of `convert-smartedit`."""
+    for name, meta in metas.items():
+        if meta.get("format") != CONVERTED_FORMAT or meta.get("component", name) != name:
+            raise ModelFileError(
+                paths[name], f'metadata "format": "{CONVERTED_FORMAT}", "component": "{name}"',
+                f'"format": {meta.get("format")!r}, "component": {meta.get("component")!r}',
+                "convert the release files again with `python -m lmm_edit convert-smartedit` into a new folder",
+            )
+    groups: dict[tuple, list[str]] = {}
+    for name, meta in metas.items():
+        groups.setdefault((meta.get("source"), meta.get("conversion")), []).append(paths[name].name)
+    if len(groups) > 1:
+        found = "; ".join(f"{', '.join(files)} from {src} (conversion {run})" for (src, run), files in groups.items())
+        raise ModelFileError(
+            root, "the four files of one conversion (same source and conversion in their metadata)",
+            f"a mix: {found}", "convert the release bundle again into a new folder and use that folder",
+        )
+
+
 def _find_converted(root: Path) -> SmartEditBundle:
     paths = {name: root / file for name, file in CONVERTED_NAMES.items()}
     missing = [p.name for p in paths.values() if not p.is_file()]
     if missing:
         raise _not_a_bundle(root, f"converted files missing: {', '.join(missing)}")
-    meta = read_metadata(paths["llm"])
-    if meta.get("format") != CONVERTED_FORMAT or "lora_r" not in meta:
+    metas = {name: read_metadata(path) for name, path in paths.items()}
+    _check_one_conversion(root, paths, metas)
+    meta = metas["llm"]
+    if "lora_r" not in meta:
         raise ModelFileError(
             paths["llm"],
             f'metadata "format": "{CONVERTED_FORMAT}" with the LoRA settings',

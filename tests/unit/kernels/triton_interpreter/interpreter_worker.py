@@ -16,6 +16,7 @@ from types import ModuleType
 
 import torch
 
+INTERPRETED_PACKAGE = "lmm_edit_kernels_interpreted"
 _KERNEL: list[ModuleType] = []  # the one kernel module of this worker process
 
 
@@ -24,10 +25,17 @@ def load_kernel(kernel_file: str) -> None:
     if "triton" in sys.modules:
         raise RuntimeError("triton was imported before TRITON_INTERPRET was set in the interpreter worker")
     os.environ["TRITON_INTERPRET"] = "1"
-    spec = importlib.util.spec_from_file_location("lmm_edit_triton_forward_interpreted", kernel_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    _KERNEL.append(module)
+    # The kernels folder as a package of its own (its modules import each other relatively; it imports
+    # neither ComfyUI nor triton at package import), then the kernel module inside it.
+    folder = os.path.dirname(kernel_file)
+    spec = importlib.util.spec_from_file_location(
+        INTERPRETED_PACKAGE, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+    )
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[INTERPRETED_PACKAGE] = package
+    spec.loader.exec_module(package)
+    stem = os.path.splitext(os.path.basename(kernel_file))[0]
+    _KERNEL.append(importlib.import_module(f"{INTERPRETED_PACKAGE}.{stem}"))
 
 
 def is_interpreting() -> bool:
