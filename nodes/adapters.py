@@ -18,6 +18,7 @@ from ..loaders import model_folders
 from ..loaders.insightedit import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
 from ..loaders.insightedit.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
 from ..loaders.insightedit.image_tokens import conditional_tokens, unconditional_tokens
+from .folders import model_file_options
 from .image_branch_install import attach_image_tokens, install_image_branch, probe_attention, unet_layers, wrap_adapter
 from .socket_types import ADAPTER, INSTRUCTION
 
@@ -34,7 +35,7 @@ class AdapterLoaderNode(io.ComfyNode):
             "or an InsightEdit IAA (tokens from the multimodal LLM's [MM] states).",
             inputs=[
                 io.Combo.Input(
-                    "adapter_name", options=folder_paths.get_filename_list(model_folders.IPADAPTER),
+                    "adapter_name", options=model_file_options(model_folders.IPADAPTER),
                     tooltip="Adapter file in models/ipadapter (.safetensors or .bin), e.g. ip-adapter_sd15.safetensors, "
                     "ip-adapter-plus_sd15.safetensors, or an InsightEdit IAA in the layout the README describes.",
                 ),

@@ -20,7 +20,7 @@ from ..loaders import model_folders
 from ..loaders.ip2p.unet_keys import LDM_PREFIX
 from ..loaders.smartedit import SmartEditBundle, SmartEditLoadError, find_bundle, load_bridge, load_lmm, load_unet_ldm
 from .bim_residual import install_bim_residual
-from .folders import list_model_subfolders, resolve_model_subfolder
+from .folders import list_model_subfolders, model_file_options, resolve_model_subfolder
 from .module_patchers import DTYPE_CHOICES, explicit_dtype, lmm_load_device, resolve_dtype, wrap_module
 from .socket_types import BRIDGE, LMM
 
@@ -80,7 +80,7 @@ class SmartEditLoaderNode(io.ComfyNode):
                     "LLaMA tokenizer.model. LLaVA-1.5/1.6 do not work.",
                 ),
                 io.Combo.Input(
-                    "clip_vision", options=folder_paths.get_filename_list(model_folders.CLIP_VISION),
+                    "clip_vision", options=model_file_options(model_folders.CLIP_VISION),
                     tooltip="CLIP ViT-L/14, 224 px (openai/clip-vit-large-patch14) from models/clip_vision/, in the "
                     "transformers key layout (vision_model.*) that ComfyUI's CLIP Vision loader also reads, e.g. the "
                     "repository's model.safetensors (+ config.json) in a sub-folder. Not the 336 px or open_clip files.",
