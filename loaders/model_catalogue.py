@@ -161,3 +161,52 @@ def fetch_hint(category: str) -> str:
     if not names:
         return f"(empty: put the files into the {category} folder, see the LMM Edit README)"
     return "(empty: " + " or ".join(download_command(n) for n in names) + ")"
+
+
+@dataclass(frozen=True)
+class LoaderWidget:
+    """A loader node's widget that names a model file or folder (index in the UI workflow's widgets_values)."""
+
+    node_type: str
+    index: int
+    category: str
+    is_folder: bool
+
+
+LOADER_WIDGETS = (
+    LoaderWidget("CheckpointLoaderSimple", 0, mf.CHECKPOINTS, False),
+    LoaderWidget("CLIPVisionLoader", 0, mf.CLIP_VISION, False),
+    LoaderWidget("LMMEdit_SmartEditLoader", 0, mf.SMARTEDIT, True),
+    LoaderWidget("LMMEdit_SmartEditLoader", 1, mf.LLAVA, True),
+    LoaderWidget("LMMEdit_SmartEditLoader", 2, mf.CLIP_VISION, False),
+    LoaderWidget("LMMEdit_AdapterLoader", 0, mf.IPADAPTER, False),
+    LoaderWidget("LMMEdit_MLLMLoader", 0, mf.MLLM, True),
+)
+FRONTEND_SUFFIXES = (".safetensors", ".sft")  # the only files ComfyUI's missing-models dialog offers to download
+
+
+def workflow_needs(workflow: dict) -> list[tuple[dict, LoaderWidget, str]]:
+    """(node, widget, value) for every model file or folder a UI-format workflow's loader nodes name."""
+    needs = []
+    for node in workflow.get("nodes", []):
+        values = node.get("widgets_values") or []
+        for widget in LOADER_WIDGETS:
+            if node.get("type") == widget.node_type and widget.index < len(values) and values[widget.index]:
+                needs.append((node, widget, str(values[widget.index])))
+    return needs
+
+
+def frontend_models(node: dict) -> list[dict]:
+    """``properties.models`` for a loader node: ``{name, url, directory}`` of each single file the catalogue can
+    fetch. ComfyUI's frontend lists a model as missing when no file of that name is in ``directory``, and offers
+    its download only for Hugging Face/Civitai URLs of ``.safetensors``/``.sft`` files; folders (a SmartEdit
+    bundle) cannot be described this way and are left to ``doctor``."""
+    models = []
+    for _, widget, value in workflow_needs({"nodes": [node]}):
+        download = find_download(widget.category, value)
+        if widget.is_folder or download is None or not value.endswith(FRONTEND_SUFFIXES):
+            continue
+        hub_file = next(f for f in download.files if (f.category, f.target) == (widget.category, value))
+        models.append({"name": value, "url": hub_file.url(download.repo_id, download.revision),
+                       "directory": widget.category})
+    return models
