@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import comfy.model_management
-import folder_paths
 import torch
 from comfy_api.latest import io
 
@@ -18,7 +17,7 @@ from ..loaders import model_folders
 from ..loaders.insightedit import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
 from ..loaders.insightedit.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
 from ..loaders.insightedit.image_tokens import conditional_tokens, unconditional_tokens
-from .folders import model_file_options
+from .folders import model_file_options, resolve_model_file
 from .image_branch_install import attach_image_tokens, install_image_branch, probe_attention, unet_layers, wrap_adapter
 from .socket_types import ADAPTER, INSTRUCTION
 
@@ -45,7 +44,7 @@ class AdapterLoaderNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, adapter_name) -> io.NodeOutput:
-        path = folder_paths.get_full_path_or_raise(model_folders.IPADAPTER, adapter_name)
+        path = resolve_model_file(model_folders.IPADAPTER, adapter_name)
         return io.NodeOutput(wrap_adapter(load_image_adapter(path)))
 
 

@@ -39,6 +39,17 @@ def model_file_options(category: str) -> list[str]:
     return folder_paths.get_filename_list(category) or [fetch_hint(category)]
 
 
+def resolve_model_file(category: str, name: str) -> str:
+    """``folder_paths.get_full_path``, with an error naming the command that fetches a missing file."""
+    path = folder_paths.get_full_path(category, name)
+    if path is None:
+        raise FileNotFoundError(
+            f"Model file '{name}' not found in {folder_paths.get_folder_paths(category)}. Get it with: "
+            f"{how_to_get(category, name)}, then press R in ComfyUI to refresh the list."
+        )
+    return path
+
+
 def resolve_model_subfolder(category: str, name: str) -> str:
     """Full path of a model folder picked in a dropdown; a clear error names where we looked."""
     searched = folder_paths.get_folder_paths(category)

@@ -12,7 +12,6 @@ from pathlib import Path
 import comfy.model_base
 import comfy.model_patcher
 import comfy.sd
-import folder_paths
 import torch
 from comfy_api.latest import io
 
@@ -20,7 +19,7 @@ from ..loaders import model_folders
 from ..loaders.ip2p.unet_keys import LDM_PREFIX
 from ..loaders.smartedit import SmartEditBundle, SmartEditLoadError, find_bundle, load_bridge, load_lmm, load_unet_ldm
 from .bim_residual import install_bim_residual
-from .folders import list_model_subfolders, model_file_options, resolve_model_subfolder
+from .folders import list_model_subfolders, model_file_options, resolve_model_file, resolve_model_subfolder
 from .module_patchers import DTYPE_CHOICES, explicit_dtype, lmm_load_device, resolve_dtype, wrap_module
 from .socket_types import BRIDGE, LMM
 
@@ -110,7 +109,7 @@ class SmartEditLoaderNode(io.ComfyNode):
     def execute(cls, bundle, llava, clip_vision, dtype, qformer_heads=0) -> io.NodeOutput:
         bundle_dir = resolve_model_subfolder(model_folders.SMARTEDIT, bundle)
         llava_dir = resolve_model_subfolder(model_folders.LLAVA, llava)
-        clip_path = folder_paths.get_full_path_or_raise(model_folders.CLIP_VISION, clip_vision)
+        clip_path = resolve_model_file(model_folders.CLIP_VISION, clip_vision)
         device = lmm_load_device()
         lmm_dtype = resolve_dtype(dtype, device)
         bridge_dtype = explicit_dtype(dtype) or torch.float32  # small; the reference runs it in fp32
