@@ -93,7 +93,8 @@ def plan(download: Download, folders: ModelFolders, remote: dict[str, RemoteFile
             raise DownloadError(f"{download.repo_id}: the Hub has no file {f.repo_path} at {download.revision}. "
                                 "Fix: update LMM Edit; the repository changed since this catalogue was written")
         info = remote[f.repo_path]
-        planned.append(PlannedFile(f.repo_path, folders.destination(f.category, f.target),
+        where = folders.find(f.category, f.target) or folders.destination(f.category, f.target)
+        planned.append(PlannedFile(f.repo_path, where,
                                    RemoteFile(f.size or info.size, f.sha256 or info.sha256, info.blob_id)))
     if download.folder is not None:
         staging = folders.destination(download.folder.category, f".{download.folder.target}.partial")
@@ -162,7 +163,7 @@ def fetch_file(repo_id: str, revision: str, planned: PlannedFile, endpoint: str 
         with open(part, "ab") as handle:
             http_get(url, handle, resume_size=done, headers=build_hf_headers(), expected_size=planned.remote.size,
                      displayed_filename=dest.name)
-    except HfHubHTTPError as err:
+    except (HfHubHTTPError, OSError) as err:  # OSError: http_get's size consistency check
         raise DownloadError(f"{repo_id}/{planned.repo_path}: download failed ({err}); run the command again "
                             f"to continue from byte {part.stat().st_size}") from err
     verify(part, planned.remote, f"{repo_id}/{planned.repo_path}")

@@ -166,3 +166,16 @@ def test_killed_download_continues_from_its_part_file_with_a_range_request(tmp_p
         assert second.returncode == 0, err.decode()[-2000:]
         assert hub.sent_ranges("/lfs/" + hashlib.sha256(weights).hexdigest())[-1] == f"bytes={CHUNK}-"
     assert part.with_suffix("").read_bytes() == weights and not part.exists()
+
+
+def test_a_file_already_in_another_folder_of_its_category_is_not_fetched_again(tmp_path, no_token):
+    weights = os.urandom(3000)
+    other = tmp_path / "other_disk"
+    (other / "clip-vit-large-patch14").mkdir(parents=True)
+    (other / "clip-vit-large-patch14" / "model.safetensors").write_bytes(weights)
+    folders = ModelFolders({mf.CLIP_VISION: [str(tmp_path / "first"), str(other)]})
+    with FakeHub({CLIP_REPO: clip_repo(weights)}) as hub:
+        assert run_download(DOWNLOADS["clip-vit-l"], folders, endpoint=hub.url, report=lambda _: None) == 1
+        assert hub.sent_ranges("model.safetensors") == [] and hub.sent_ranges(hashlib.sha256(weights).hexdigest()) == []
+    assert (tmp_path / "first" / "clip-vit-large-patch14" / "config.json").is_file()
+    assert not (tmp_path / "first" / "clip-vit-large-patch14" / "model.safetensors").exists()
