@@ -65,6 +65,9 @@ SMARTEDIT_PARTS = ("LLM-15000/", "embeddings_qformer/", "modulate-15000/", "unet
 LLAVA_7B_DELTA_FILES = ("added_tokens.json", "config.json", "generation_config.json", "pytorch_model-00001-of-00002.bin",
                         "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json", "special_tokens_map.json",
                         "tokenizer.model", "tokenizer_config.json")
+# instructany2pix/pipeline.py: ckpts/llm-retrained (and llm-instance), imagebind_huge.pth, prior/model.bin,
+# sdxl/ip_adapter_global_local_2_view.bin; gdino/ (subject consistency) is not used by the pack.
+ANY2PIX_PARTS = ("llm-retrained/", "llm-instance/", "imagebind_huge.pth", "prior/", "sdxl/")
 LLAVA_7B_DELTA = "LLaVA-Lightning-7B-delta-v1-1"
 LLAVA_13B_DELTA = "LLaVA-13b-delta-v1-1"
 
@@ -113,8 +116,9 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
     Download(
         "any2pix", "jacklishufan/instructany2pix_retrained",
         "InstructAny2Pix release (llm-retrained/, prior/, sdxl/ IP-Adapter) for the Any2Pix nodes", "about 15 GB",
-        "repository named by github.com/jacklishufan/InstructAny2Pix readme.MD; file list read at download time",
-        folder=HubFolder(mf.ANY2PIX, "instructany2pix_retrained"),
+        "repository named by github.com/jacklishufan/InstructAny2Pix readme.MD; the parts its instructany2pix/"
+        "pipeline.py (@ d11e49b) loads from ckpts/; the Hub's file list itself not seen",
+        folder=HubFolder(mf.ANY2PIX, "instructany2pix_retrained", ANY2PIX_PARTS),
     ),
 )}
 
