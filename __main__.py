@@ -4,6 +4,9 @@
     batch              a workflow over a manifest of edits, resumable, in process or on a Ray cluster (--metrics)
     locales            regenerate locales/en/nodeDefs.json from the node schemas (needs ComfyUI)
     convert-smartedit  SmartEdit release bundle -> compact per-component safetensors
+    download           model files from the Hugging Face Hub into ComfyUI's model folders (--list: what and where)
+    prepare-llava      LLaVA-1.1 from its delta weights and your LLaMA-1 folder, into models/lmm_edit/llava/
+    doctor             for each example workflow, every model file it needs: present or missing, and how to get it
 """
 
 from __future__ import annotations
@@ -66,7 +69,26 @@ def _convert_smartedit(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"edit": _edit, "batch": _batch, "locales": _locales, "convert-smartedit": _convert_smartedit}
+def _download(argv: list[str]) -> int:
+    from .cli.download_command import main
+
+    return main(argv)
+
+
+def _prepare_llava(argv: list[str]) -> int:
+    from .cli.prepare_llava_command import main
+
+    return main(argv)
+
+
+def _doctor(argv: list[str]) -> int:
+    from .cli.doctor import main
+
+    return main(argv)
+
+
+COMMANDS = {"edit": _edit, "batch": _batch, "locales": _locales, "convert-smartedit": _convert_smartedit,
+            "download": _download, "prepare-llava": _prepare_llava, "doctor": _doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,8 +95,12 @@ class ComfySession:
     def __init__(self, comfyui_path: str | os.PathLike, *, output_dir: str | os.PathLike | None = None,
                  input_dir: str | os.PathLike | None = None, temp_dir: str | os.PathLike | None = None,
                  models_dir: str | os.PathLike | None = None, model_folders: dict[str, list[str]] | None = None,
-                 cpu: bool = True, force_fp32: bool = False) -> None:
-        """Boots ComfyUI; directories left as None keep ComfyUI's own (the user's models, output...)."""
+                 cpu: bool = True, force_fp32: bool = False, base_directory: str | os.PathLike | None = None,
+                 extra_model_paths: list[str] | None = None) -> None:
+        """Boots ComfyUI; directories left as None keep ComfyUI's own (the user's models, output...).
+
+        base_directory / extra_model_paths: ComfyUI's --base-directory / --extra-model-paths-config.
+        """
         self.comfyui_path = pathlib.Path(comfyui_path)
         if str(self.comfyui_path) not in sys.path:
             sys.path.insert(0, str(self.comfyui_path))
@@ -107,14 +111,16 @@ class ComfySession:
         args.force_fp32 = force_fp32
         args.fp32_text_enc = force_fp32
         args.disable_api_nodes = True
+        if base_directory is not None:
+            args.base_directory = os.path.abspath(base_directory)  # read by folder_paths at import
 
         extra_config = importlib.import_module("utils.extra_config")
         import folder_paths
 
         if models_dir is None:
             user_paths = self.comfyui_path / "extra_model_paths.yaml"
-            if user_paths.is_file():
-                extra_config.load_extra_path_config(str(user_paths))
+            for config in ([str(user_paths)] if user_paths.is_file() else []) + list(extra_model_paths or []):
+                extra_config.load_extra_path_config(config)
         else:
             folder_paths.models_dir = str(models_dir)
         for setter, path in ((folder_paths.set_output_directory, output_dir),

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 
 from ..loaders import model_folders
+from ..loaders.model_catalogue import how_to_get
 from .comfy_session import PACK_DIR, ComfySession, ComfyUINotFound, find_comfyui
 
 WORKFLOWS_DIR = PACK_DIR / "example_workflows"
@@ -76,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=pathlib.Path, help="output folder (default: ComfyUI's output folder)")
     parser.add_argument("--self-check", action="store_true", help="use tiny random weights even if real ones exist")
     parser.add_argument("--gpu", action="store_true", help="run on the GPU (default: CPU unless CUDA is available)")
+    parser.add_argument("--base-directory", help="ComfyUI's --base-directory, if you start ComfyUI with one")
+    parser.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
+                        help="an extra_model_paths.yaml as given to ComfyUI (the one beside main.py is always read)")
     return parser
 
 
@@ -138,7 +142,8 @@ def _explain_missing(missing: list[ModelFile], session: ComfySession) -> str:
     for f in missing:
         folders = session.folder_paths.get_folder_paths(f.folder)
         kind = "folder" if f.is_folder else "file"
-        lines.append(f"  - {kind} {f.name}\n      get it: {f.url}\n      put it in: {folders[0] if folders else f.folder}")
+        lines.append(f"  - {kind} {f.name}\n      get it: {how_to_get(f.folder, f.name)}\n      (source: {f.url})"
+                     f"\n      put it in: {folders[0] if folders else f.folder}")
     lines.append("Then run the same command again for a real edit.")
     return "\n".join(lines)
 
@@ -157,7 +162,8 @@ def main(argv: list[str]) -> int:
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="lmm_edit_"))
     try:
         session = ComfySession(comfyui, output_dir=args.output, input_dir=scratch / "input",
-                               temp_dir=scratch / "temp", cpu=not use_gpu)
+                               temp_dir=scratch / "temp", cpu=not use_gpu, base_directory=args.base_directory,
+                               extra_model_paths=args.extra_model_paths_config)
         if not session.pack_loaded:
             print("error: LMM Edit failed to load as a ComfyUI custom node (see the log above)", file=sys.stderr)
             return 1

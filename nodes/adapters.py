@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import comfy.model_management
 import comfy.ops
-import folder_paths
 import torch
 from comfy_api.v0_0_2 import io
 
@@ -19,6 +18,7 @@ from ..loaders import model_folders
 from ..loaders.ip_adapter import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
 from ..loaders.ip_adapter.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
 from ..loaders.ip_adapter.image_tokens import blank_image_states, conditional_tokens, unconditional_tokens
+from .folders import model_file_options, resolve_model_file
 from .image_branch_install import attach_image_tokens, install_image_branch, probe_attention, unet_layers, wrap_adapter
 from .socket_types import ADAPTER, INSTRUCTION
 
@@ -35,7 +35,7 @@ class AdapterLoaderNode(io.ComfyNode):
             "or an InsightEdit IAA (tokens from the multimodal LLM's [MM] states).",
             inputs=[
                 io.Combo.Input(
-                    "adapter_name", options=folder_paths.get_filename_list(model_folders.IPADAPTER),
+                    "adapter_name", options=model_file_options(model_folders.IPADAPTER),
                     tooltip="Adapter file in models/ipadapter (.safetensors or .bin), e.g. ip-adapter_sd15.safetensors, "
                     "ip-adapter-plus_sd15.safetensors, or an InsightEdit IAA in the layout the README describes.",
                 ),
@@ -45,7 +45,7 @@ class AdapterLoaderNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, adapter_name) -> io.NodeOutput:
-        path = folder_paths.get_full_path_or_raise(model_folders.IPADAPTER, adapter_name)
+        path = resolve_model_file(model_folders.IPADAPTER, adapter_name)
         # ComfyUI's layers, as its own models use (loaders/operations.py)
         return io.NodeOutput(wrap_adapter(load_image_adapter(path, operations=comfy.ops.disable_weight_init)))
 

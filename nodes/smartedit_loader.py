@@ -13,7 +13,6 @@ import comfy.model_base
 import comfy.model_patcher
 import comfy.ops
 import comfy.sd
-import folder_paths
 import torch
 from comfy_api.v0_0_2 import io
 
@@ -23,7 +22,7 @@ from ..loaders.ip2p.unet_keys import LDM_PREFIX
 from ..loaders.smartedit import SmartEditBundle, SmartEditEncoder, find_bundle, load_bridge, load_lmm, load_unet_ldm
 from ..loaders.smartedit.load import check_vision_size
 from .bim_residual import install_bim_residual
-from .folders import list_model_subfolders, resolve_model_subfolder
+from .folders import list_model_subfolders, model_file_options, resolve_model_file, resolve_model_subfolder
 from .lmm_handle import LMMHandle
 from .module_patchers import DTYPE_CHOICES, explicit_dtype, lmm_load_device, resolve_dtype, wrap_module
 from .socket_types import BRIDGE, LMM
@@ -73,7 +72,7 @@ class SmartEditLoaderNode(io.ComfyNode):
                     "LLaMA tokenizer.model. LLaVA-1.5/1.6 do not work.",
                 ),
                 io.Combo.Input(
-                    "clip_vision", options=folder_paths.get_filename_list(model_folders.CLIP_VISION),
+                    "clip_vision", options=model_file_options(model_folders.CLIP_VISION),
                     tooltip="CLIP ViT-L/14, 224 px (openai/clip-vit-large-patch14) from models/clip_vision/, in the "
                     "transformers key layout (vision_model.*) that ComfyUI's CLIP Vision loader also reads, e.g. the "
                     "repository's model.safetensors (+ config.json) in a sub-folder. Not the 336 px or open_clip files.",
@@ -103,7 +102,7 @@ class SmartEditLoaderNode(io.ComfyNode):
     def execute(cls, bundle, llava, clip_vision, dtype, qformer_heads=0) -> io.NodeOutput:
         bundle_dir = resolve_model_subfolder(model_folders.SMARTEDIT, bundle)
         llava_dir = resolve_model_subfolder(model_folders.LLAVA, llava)
-        clip_path = folder_paths.get_full_path_or_raise(model_folders.CLIP_VISION, clip_vision)
+        clip_path = resolve_model_file(model_folders.CLIP_VISION, clip_vision)
         device = lmm_load_device()
         lmm_dtype = resolve_dtype(dtype, device)
         bridge_dtype = explicit_dtype(dtype) or torch.float32  # small; the reference runs it in fp32

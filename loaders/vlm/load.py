@@ -137,9 +137,10 @@ def load_mllm(
         )
     family = recognise_vlm_family(folder)
     model_class = getattr(transformers, family.model_class)
-    model = model_class.from_pretrained(folder, dtype=dtype).to(device).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")
+    # local_files_only: a node never downloads (python -m lmm_edit download does, when asked)
+    model = model_class.from_pretrained(folder, dtype=dtype, local_files_only=True).to(device).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil", local_files_only=True)
 
     names = [MM_TOKEN_FORMAT.format(k) for k in range(num_mm_tokens)]
     ids = _mm_token_ids(tokenizer, names, folder)

@@ -16,9 +16,8 @@ import pytest
 
 from lmm_edit.loaders.errors import ModelFileError
 from lmm_edit.loaders.smartedit import find_bundle
-from lmm_edit.loaders.smartedit.files import CONVERTED_NAMES
 from lmm_edit.loaders.smartedit.convert import convert_smartedit
-from lmm_edit.loaders.smartedit.files import read_metadata
+from lmm_edit.loaders.smartedit.files import CONVERTED_NAMES, read_metadata
 from lmm_edit.loaders.smartedit.staging import STOP_ENV, remove_stale
 from pack_process import start_with_pack
 
