@@ -67,16 +67,23 @@ def _expand(tensor: torch.Tensor, batch: int) -> torch.Tensor:
     return tensor if tensor.shape[0] == batch else tensor.expand(batch, *tensor.shape[1:])
 
 
+def _min3(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Minimum over each pixel and its two neighbours along ``dim``; a missing neighbour (the border) is ignored."""
+    out = mask.clone()
+    length = mask.shape[dim]
+    out.narrow(dim, 1, length - 1).copy_(torch.minimum(mask.narrow(dim, 1, length - 1), mask.narrow(dim, 0, length - 1)))
+    body = out.narrow(dim, 0, length - 1)
+    body.copy_(torch.minimum(body, mask.narrow(dim, 1, length - 1)))
+    return out
+
+
 def _erode(mask: torch.Tensor, step: int) -> torch.Tensor:
     """One grey-scale erosion of [B, H, W]: 3x3 square on even steps, plus-shaped on odd ones (an octagon
     over two steps, rounder than a square). Beyond the border the mask continues: an edit touching the
     picture's edge is not faded there."""
-    negative = -mask.unsqueeze(1)
     if step % 2 == 0:
-        return -F.max_pool2d(negative, 3, stride=1, padding=1)[:, 0]
-    rows = F.max_pool2d(negative, (1, 3), stride=1, padding=(0, 1))
-    cols = F.max_pool2d(negative, (3, 1), stride=1, padding=(1, 0))
-    return -torch.maximum(rows, cols)[:, 0]
+        return _min3(_min3(mask, 1), 2)
+    return torch.minimum(_min3(mask, 1), _min3(mask, 2))
 
 
 def feather_inward(mask: torch.Tensor, feather: int) -> torch.Tensor:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import adapters, conditioning, encode, guidance, mllm_loader, smartedit_loader
+from . import adapters, compositing, conditioning, encode, guidance, mllm_loader, smartedit_loader
 from .folders import register_model_folders
 
-NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, mllm_loader, adapters]
+NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, mllm_loader, adapters, compositing]
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

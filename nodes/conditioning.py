@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 from PIL import Image
 
 from ..loaders.instruction import LMMInstruction
@@ -120,7 +120,9 @@ class BIMConditioningNode(io.ComfyNode):
         # the fp16 conditioning upcast exactly; ComfyUI casts it to the UNet's dtype as the reference does
         positive, negative = edit_conditionings(out.cond.float(), null_text, source_latent, out.residual)
         mask = edit_region_mask(out.attention, pixels.shape[1], pixels.shape[2])
-        return io.NodeOutput(positive, negative, {"samples": torch.zeros_like(source_latent)}, mask)
+        # the mask is also shown on the node (core's mask preview), where the instruction points
+        return io.NodeOutput(positive, negative, {"samples": torch.zeros_like(source_latent)}, mask,
+                             ui=ui.PreviewMask(mask, cls=cls))
 
 
 NODES = [BIMConditioningNode]

@@ -17,13 +17,13 @@ from ..loaders.smartedit.decode import MAX_NEW_TOKENS
 from .mllm_loader import encode_for_node, mllm_bundle_of
 from .module_patchers import load_for_use
 from .socket_types import INSTRUCTION, LMM
+from .token_status import encode_ui
 
 AUTO_TEMPLATE = "auto (from seed)"
 # "NN: <Human line>", numbered 1..30 in the order of data/ConversationTemplateEditing_use.txt
 TEMPLATE_CHOICES = [AUTO_TEMPLATE] + [f"{i + 1:02d}: {human}" for i, (human, _) in enumerate(TEMPLATES)]
 REFERENCE_TEMPERATURE = 0.7  # test/DS_SmartEdit_test.py --temperature default
 EXPECTED_ANSWER_TOKENS = 48  # a short sentence and 32 image tokens: the progress bar's first estimate
-UI_TEXT_KEY = "lmm_edit_text"  # shown on the node by web/js/lmm_edit.js
 
 
 def template_index(choice: str, seed: int) -> int:
@@ -117,7 +117,7 @@ class LMMEncodeNode(io.ComfyNode):
             progress = TokenProgress(cls.hidden.unique_id if cls.hidden is not None else None)
             result, lines = encode_for_node(lmm, image[0], instruction, seed, temperature, force_image_tokens, progress)
             progress.finish()
-            return io.NodeOutput(result, result.text, ui={UI_TEXT_KEY: ["\n".join(lines)]})
+            return io.NodeOutput(result, result.text, ui=encode_ui(result, lines))
         if not isinstance(module, SmartEditLMM):
             raise TypeError(f"LMMEdit_LMMEncode reads SmartEdit's LMM (from LMMEdit_SmartEditLoader); got a "
                             f"{type(module).__name__}")
@@ -130,7 +130,7 @@ class LMMEncodeNode(io.ComfyNode):
         )
         progress.finish()
         lines = status_lines(result, index + 1, len(module.info.image_token_ids))
-        return io.NodeOutput(result, result.text, ui={UI_TEXT_KEY: ["\n".join(lines)]})
+        return io.NodeOutput(result, result.text, ui=encode_ui(result, lines))
 
 
 def _working_bytes(module: SmartEditLMM) -> int:
