@@ -6,7 +6,7 @@ or overlay on the node (a preview image, as core PreviewImage does).
 
 from __future__ import annotations
 
-from comfy_api.latest import io, ui
+from comfy_api.v0_0_2 import io, ui  # the pinned V3 API version (comfy_api.latest moves)
 
 from ..loaders.compositing import COLOUR_MATCH_MODES, OVERLAY_COLOURS, blend_weights, overlay_mask, preserve_background
 
