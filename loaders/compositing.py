@@ -179,17 +179,17 @@ def preserve_background(edited: torch.Tensor, source: torch.Tensor, mask: torch.
     """
     if edited.ndim != 4 or source.ndim != 4:
         raise ValueError(f"IMAGE inputs are [B, H, W, C]; got edited {tuple(edited.shape)}, source {tuple(source.shape)}")
-    mask = as_mask_batch(mask)
+    mask = as_mask_batch(mask).to(source.device)
     batch = common_batch(edited=edited.shape[0], source=source.shape[0], mask=mask.shape[0])
     height, width, channels = source.shape[1:]
-    edited = resize_image(edited, height, width)
-    if edited.shape[-1] < channels:  # an RGB edit of an RGBA source: the source's alpha
-        edited = torch.cat([edited, _expand(source, edited.shape[0])[..., edited.shape[-1]:].float()], dim=-1)
-    edited = _expand(edited[..., :channels], batch)
+    edited = _expand(resize_image(edited.to(source.device), height, width), batch)
     source = _expand(source, batch)
+    if edited.shape[-1] < channels:  # an RGB edit of an RGBA source: the source's alpha
+        edited = torch.cat([edited, source[..., edited.shape[-1]:].float()], dim=-1)
+    edited = edited[..., :channels]
     weights = _expand(blend_weights(mask, height, width, threshold=threshold, feather=feather), batch)
     edited = match_colour(edited, source.float(), weights, colour_match)
-    w = weights.unsqueeze(-1).to(edited.device)
+    w = weights.unsqueeze(-1)
     blended = source.float() + w * (edited - source.float())
     out = torch.where(w > 0, blended.to(source.dtype), source)
     return out, weights

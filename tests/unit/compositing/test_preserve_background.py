@@ -138,6 +138,9 @@ def test_rgba_source_keeps_its_alpha_and_an_rgba_edit_of_an_rgb_source_drops_its
     assert out.shape[-1] == 4 and torch.equal(out[..., 3], rgba_source[..., 3])
     out, _ = preserve_background(torch.cat([edited, torch.zeros(1, 48, 64, 1)], dim=-1), source, torch.ones(1, 48, 64))
     assert out.shape[-1] == 3
+    batch_of_rgba = torch.rand(3, 48, 64, 4)
+    out, _ = preserve_background(edited, batch_of_rgba, torch.ones(1, 48, 64))  # one RGB edit, three RGBA sources
+    assert out.shape == (3, 48, 64, 4) and torch.equal(out[..., 3], batch_of_rgba[..., 3])
 
 
 def test_mean_std_matching_undoes_a_per_channel_exposure_and_colour_drift():
