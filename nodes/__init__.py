@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from . import adapters, conditioning, encode, guidance, smartedit_loader, vlm_loader
+from . import adapters, compositing, conditioning, encode, guidance, smartedit_loader, vlm_loader
 from .folders import register_model_folders
 
-NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, vlm_loader, adapters]
+NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, vlm_loader, adapters, compositing]
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from comfy_api.v0_0_2 import io
+from comfy_api.v0_0_2 import io, ui
 
 from ..loaders.instruction import LMMInstruction
 from ..loaders.pixels import edit_pixels
@@ -96,7 +96,9 @@ class BIMConditioningNode(io.ComfyNode):
         # the fp16 conditioning upcast exactly; ComfyUI casts it to the UNet's dtype as the reference does
         positive, negative = edit_conditionings(out.cond.float(), null_text, source_latent, out.residual)
         mask = edit_region_mask(out.attention, pixels.shape[1], pixels.shape[2])
-        return io.NodeOutput(positive, negative, {"samples": torch.zeros_like(source_latent)}, mask)
+        # the mask is also shown on the node (core's mask preview), where the instruction points
+        return io.NodeOutput(positive, negative, {"samples": torch.zeros_like(source_latent)}, mask,
+                             ui=ui.PreviewMask(mask, cls=cls))
 
 
 NODES = [BIMConditioningNode]

@@ -16,10 +16,10 @@ from ..loaders.encoder import AUTO_TEMPLATE, EncodeOptions
 from ..loaders.pixels import first_rgb
 from ..loaders.smartedit.encoder import TEMPLATE_CHOICES
 from .socket_types import INSTRUCTION, LMM
+from .token_status import encode_ui
 
 REFERENCE_TEMPERATURE = 0.7  # SmartEdit test/DS_SmartEdit_test.py --temperature default
 EXPECTED_ANSWER_TOKENS = 48  # a short sentence and 32 image tokens: the progress bar's first estimate
-UI_TEXT_KEY = "lmm_edit_text"  # shown on the node by web/js/lmm_edit.js
 
 __all__ = ["AUTO_TEMPLATE", "LMMEncodeNode", "TEMPLATE_CHOICES"]
 
@@ -89,7 +89,7 @@ class LMMEncodeNode(io.ComfyNode):
         options = EncodeOptions(seed, temperature, template, force_image_tokens, on_token=progress)
         result = lmm.encode(image[0], instruction, options)
         progress.finish()
-        return io.NodeOutput(result, result.text, ui={UI_TEXT_KEY: ["\n".join(result.status)]})
+        return io.NodeOutput(result, result.text, ui=encode_ui(result, result.status))
 
 
 NODES = [LMMEncodeNode]

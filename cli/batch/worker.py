@@ -25,7 +25,7 @@ from .workflow import Workflow, WorkflowError, apply_item, check_prompt, is_ui_f
 OUTPUT_PREFIX = "lmm_edit_batch/item"
 SCRATCH_PREFIX = "lmm_edit_batch_"  # + "<pid>_": a worker's scratch folder (ComfyUI's folders, self-check weights)
 LMM_ENCODE = "LMMEdit_LMMEncode"
-LMM_TEXT_KEY = "lmm_edit_text"  # nodes/encode.py UI_TEXT_KEY: status lines shown on the node
+LMM_TEXT_KEY = "lmm_edit_text"  # nodes/token_status.py UI_TEXT_KEY: status lines shown on the node
 ANSWER_PREFIXES = ("LMM answer: ", "Answer: ")  # SmartEdit's and the VLM families' status lines
 
 
