@@ -9,7 +9,7 @@ pack="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
   [ -x "$pack/.venv-test/bin/python" ] || python3 -m venv "$pack/.venv-test"
   PYTHON="$pack/.venv-test/bin/python"
-  # torch 2.13.0: a quick CPU build where a local wheel exists; any torch >= 2.1 works.
+  # torch 2.13.0: a quick CPU build where a local wheel exists; any torch >= 2.5 works.
   "$PYTHON" -c "import torch" 2>/dev/null || "$PYTHON" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
 fi
 # With ComfyUI the integration and browser suites also need comfy-cli (edit/batch commands), Ray and playwright.
