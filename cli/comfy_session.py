@@ -180,8 +180,11 @@ class ComfySession:
 
     def ui_to_api(self, workflow: dict) -> dict:
         """UI-format workflow (as the frontend saves it) -> API prompt, with comfy-cli's converter."""
-        from comfy_cli.workflow_to_api import convert_ui_to_api
-
+        try:
+            from comfy_cli.workflow_to_api import convert_ui_to_api
+        except ImportError as error:
+            raise ImportError("converting a UI-format workflow needs comfy-cli: pip install 'lmm-edit[cli]' "
+                              "(or pip install 'comfy-cli>=1.2') into this Python") from error
         return convert_ui_to_api(copy.deepcopy(workflow), self.object_info())
 
     # --- execution ---------------------------------------------------------------------

@@ -32,7 +32,7 @@ fi
 
 echo "== installing ComfyUI's requirements and LMM Edit"
 "$PYTHON" -m pip install --quiet -r "$COMFYUI_PATH/requirements.txt"
-"$PYTHON" -m pip install --quiet -e "$pack[dev]"
+"$PYTHON" -m pip install --quiet -e "$pack[cli]"  # comfy-cli converts the example workflow
 
 echo "== running the edit"
 cd "$pack/.."

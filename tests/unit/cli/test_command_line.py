@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from lmm_edit.__main__ import main
@@ -50,3 +52,11 @@ def test_locale_entries_follow_the_frontend_node_defs_layout():
         "inputs": {"model": {"name": "model", "tooltip": "the model"}},
         "outputs": {"0": {"name": "GUIDER", "tooltip": "for sampling"}},
     }}
+
+
+def test_converting_a_workflow_without_comfy_cli_names_the_extra(monkeypatch):
+    from lmm_edit.cli.comfy_session import ComfySession
+
+    monkeypatch.setitem(sys.modules, "comfy_cli.workflow_to_api", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"lmm-edit\[cli\]"):
+        ComfySession.ui_to_api(object(), {"nodes": [], "links": []})

@@ -42,7 +42,10 @@ def test_pyproject_declares_the_registry_fields():
     assert project["project"]["license"] == {"file": "LICENSE"}
     comfy = project["tool"]["comfy"]
     assert comfy["DisplayName"] == "LMM Edit"
-    assert {"PublisherId", "Icon", "includes", "requires-comfyui"} <= set(comfy)
+    assert {"PublisherId", "includes", "requires-comfyui"} <= set(comfy)
+    # No placeholder URLs: Repository and Icon come with the published repository (README, Publishing).
+    assert "Icon" not in comfy and "urls" not in project["project"]
+    assert (ROOT / "web" / "icon.png").is_file()
     for requirement in project["project"]["dependencies"]:
         assert "==" not in requirement and "<" not in requirement, f"{requirement}: lower bounds only"
 
