@@ -12,13 +12,22 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import subprocess
 import sys
 import tempfile
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from pack_import import ROOT, import_pack
 
-from pack_process import run_with_pack  # noqa: E402
+import_pack()
+from lmm_edit.selfcheck.hf_llama import MM_PROJECTOR, hf_llama_shapes, write_hf_shards  # noqa: E402
+
+# Each path runs in a fresh interpreter with this checkout imported as lmm_edit (peak RSS is per process).
+CHILD_ALIAS = (
+    "import importlib.util, sys; root = sys.argv[1]; "
+    "spec = importlib.util.spec_from_file_location('lmm_edit', root + '/__init__.py', "
+    "submodule_search_locations=[root]); m = importlib.util.module_from_spec(spec); "
+    "sys.modules['lmm_edit'] = m; spec.loader.exec_module(m); sys.argv = sys.argv[2:]; "
+)
 
 CHILD_PRELUDE = "import resource, torch, json, pathlib; base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
 CHILD_REPORT = "print(json.dumps({'peak_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 'base_kb': base_rss}))"
@@ -44,44 +53,26 @@ LOAD_EVERYTHING = CHILD_PRELUDE + (
 
 
 def build(folder: pathlib.Path, layers: int, width: int, shards: int) -> tuple[pathlib.Path, pathlib.Path, int]:
+    """A LLaMA-1-shaped fp16 base (safetensors) and a LLaVA delta (fp16 .bin: vocabulary + 3, mm_projector)."""
     import torch
-    from safetensors.torch import save_file
 
-    vocab, inter = 32000, width * 11 // 4
-    shapes = {"model.embed_tokens.weight": (vocab, width), "lm_head.weight": (vocab, width), "model.norm.weight": (width,)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shapes.update({p + f"self_attn.{n}_proj.weight": (width, width) for n in "qkvo"})
-        shapes.update({p + "mlp.gate_proj.weight": (inter, width), p + "mlp.up_proj.weight": (inter, width),
-                       p + "mlp.down_proj.weight": (width, inter), p + "input_layernorm.weight": (width,),
-                       p + "post_attention_layernorm.weight": (width,)})
+    vocab, inter, extra = 32000, width * 11 // 4, 3
     config = {"model_type": "llama", "hidden_size": width, "num_hidden_layers": layers, "num_attention_heads": 8,
               "intermediate_size": inter, "vocab_size": vocab, "max_position_embeddings": 2048}
-    base_dir, delta_dir = folder / "llama-base", folder / "llava-delta"
-    total = 0
-    for role, directory, extra in (("base", base_dir, 0), ("delta", delta_dir, 3)):
-        directory.mkdir()
-        keys = sorted(shapes) + (["model.mm_projector.weight"] if extra else [])
-        index = {}
-        for n in range(shards):
-            part = {}
-            for key in keys[n::shards]:
-                shape = (width, 1024) if key == "model.mm_projector.weight" else shapes[key]
-                if extra and key in ("model.embed_tokens.weight", "lm_head.weight"):
-                    shape = (vocab + extra, width)
-                part[key] = torch.randn(shape, dtype=torch.float16)
-            name = f"shard-{n:05d}." + ("safetensors" if role == "base" else "bin")
-            save_file(part, str(directory / name)) if role == "base" else torch.save(part, directory / name)
-            index.update(dict.fromkeys(part, name))
-            total += sum(t.numel() * 2 for t in part.values()) if role == "delta" else 0
-        index_name = "model.safetensors.index.json" if role == "base" else "pytorch_model.bin.index.json"
-        (directory / index_name).write_text(json.dumps({"weight_map": index}))
-        (directory / "config.json").write_text(json.dumps({**config, "vocab_size": vocab + extra}))
-    return base_dir, delta_dir, total
+    base = {k: torch.randn(s, dtype=torch.float16) for k, s in hf_llama_shapes(vocab, width, layers, inter).items()}
+    write_hf_shards(folder / "llama-base", base, shards, config)
+    del base
+    delta = {k: torch.randn(s, dtype=torch.float16)
+             for k, s in hf_llama_shapes(vocab + extra, width, layers, inter).items()}
+    delta[MM_PROJECTOR + "weight"] = torch.randn(width, 1024, dtype=torch.float16)
+    total = sum(t.numel() * t.element_size() for t in delta.values())
+    write_hf_shards(folder / "llava-delta", delta, shards, {**config, "vocab_size": vocab + extra}, "bin")
+    return folder / "llama-base", folder / "llava-delta", total
 
 
 def measure(code: str, base: pathlib.Path, delta: pathlib.Path, out: pathlib.Path) -> dict:
-    result = run_with_pack("import sys; sys.argv = sys.argv[1:]; " + code, str(base), str(delta), str(out))
+    result = subprocess.run([sys.executable, "-c", CHILD_ALIAS + code, str(ROOT), str(base), str(delta), str(out)],
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])

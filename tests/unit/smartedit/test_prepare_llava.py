@@ -11,12 +11,13 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lmm_edit.cli.prepare_llava_command import main as prepare_main
 from lmm_edit.loaders.errors import ModelFileError
 from lmm_edit.loaders.llava_delta import apply_delta
 from lmm_edit.loaders.smartedit.llava_base import base_rows, open_llava_base
+from lmm_edit.selfcheck.hf_llama import hf_llama_shapes, write_hf_shards
 
 V0, W, LAYERS, INTER = 40, 16, 2, 24
 LLAMA1 = {"model_type": "llama", "hidden_size": W, "num_hidden_layers": LAYERS, "num_attention_heads": 2,
@@ -25,40 +26,7 @@ LLAMA1 = {"model_type": "llama", "hidden_size": W, "num_hidden_layers": LAYERS, 
 
 def llama_tensors(vocab: int, seed: int, dtype) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    t = {"model.embed_tokens.weight": (vocab, W), "lm_head.weight": (vocab, W), "model.norm.weight": (W,)}
-    for i in range(LAYERS):
-        p = f"model.layers.{i}."
-        t.update({p + f"self_attn.{n}_proj.weight": (W, W) for n in "qkvo"})
-        t.update({p + "mlp.gate_proj.weight": (INTER, W), p + "mlp.up_proj.weight": (INTER, W),
-                  p + "mlp.down_proj.weight": (W, INTER), p + "input_layernorm.weight": (W,),
-                  p + "post_attention_layernorm.weight": (W,)})
-    return {k: torch.randn(s, generator=g).to(dtype) for k, s in t.items()}
-
-
-def write_bin_shards(folder, tensors: dict, shards: int, config: dict) -> None:
-    folder.mkdir(parents=True)
-    keys = sorted(tensors)
-    index = {}
-    for n in range(shards):
-        name = f"pytorch_model-{n + 1:05d}-of-{shards:05d}.bin"
-        part = {k: tensors[k] for k in keys[n::shards]}
-        torch.save(part, folder / name)
-        index.update(dict.fromkeys(part, name))
-    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
-    (folder / "config.json").write_text(json.dumps(config))
-
-
-def write_safetensors_shards(folder, tensors: dict, shards: int, config: dict) -> None:
-    folder.mkdir(parents=True)
-    keys = sorted(tensors)
-    index = {}
-    for n in range(shards):
-        name = f"model-{n + 1:05d}-of-{shards:05d}.safetensors"
-        part = {k: tensors[k].contiguous() for k in keys[n::shards]}
-        save_file(part, str(folder / name))
-        index.update(dict.fromkeys(part, name))
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
-    (folder / "config.json").write_text(json.dumps(config))
+    return {k: torch.randn(s, generator=g).to(dtype) for k, s in hf_llama_shapes(vocab, W, LAYERS, INTER).items()}
 
 
 @pytest.fixture
@@ -71,10 +39,10 @@ def pair(tmp_path):
     delta["model.norm.weight"] = delta["model.norm.weight"].half()
     delta["model.mm_projector.weight"] = torch.randn(W, 8)
     delta["model.mm_projector.bias"] = torch.randn(W)
-    write_safetensors_shards(tmp_path / "llama-7b", base, 2, LLAMA1)
+    write_hf_shards(tmp_path / "llama-7b", base, 2, LLAMA1)
     delta_config = {**LLAMA1, "vocab_size": V0 + 3, "mm_vision_tower": "openai/clip-vit-large-patch14",
                     "mm_hidden_size": 8, "mm_use_im_start_end": True}
-    write_bin_shards(tmp_path / "LLaVA-Lightning-7B-delta-v1-1", delta, 3, delta_config)
+    write_hf_shards(tmp_path / "LLaVA-Lightning-7B-delta-v1-1", delta, 3, delta_config, "bin")
     (tmp_path / "LLaVA-Lightning-7B-delta-v1-1" / "tokenizer.model").write_bytes(b"sentencepiece model bytes")
     (tmp_path / "LLaVA-Lightning-7B-delta-v1-1" / "added_tokens.json").write_text('{"<im_patch>": 32000}')
     return tmp_path / "llama-7b", tmp_path / "LLaVA-Lightning-7B-delta-v1-1", base, delta
