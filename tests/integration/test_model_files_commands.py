@@ -83,12 +83,17 @@ def test_an_empty_bundle_folder_shows_and_raises_the_download_command(comfyui, t
     loader = {"class_type": "LMMEdit_SmartEditLoader", "inputs": {
         "bundle": "SmartEdit-7B", "llava": "LLaVA-7B-v1", "clip_vision": "clip-vit-large-patch14/model.safetensors",
         "dtype": "auto", "qformer_heads": 0}}
+    comfyui.executor.reset()  # an earlier test may have run this loader with these inputs: no cached output
     result = comfyui.run({"1": loader, "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}}})
     assert not result.success
     assert "Get it with: python -m lmm_edit download smartedit-7b" in result.error["exception_message"]
 
 
-def test_a_missing_adapter_file_error_names_its_download(comfyui):
+def test_a_missing_adapter_file_error_names_its_download(comfyui, tmp_path, monkeypatch):
+    empty = tmp_path / "empty_ipadapter"  # earlier tests may have put this file in a registered folder
+    empty.mkdir()
+    monkeypatch.setitem(comfyui.folder_paths.folder_names_and_paths, mf.IPADAPTER,
+                        ([str(empty)], set(comfyui.folder_paths.supported_pt_extensions)))
     node = comfyui.nodes.NODE_CLASS_MAPPINGS["LMMEdit_AdapterLoader"]
     with pytest.raises(FileNotFoundError, match="python -m lmm_edit download ip-adapter-sd15"):
         node.execute(adapter_name="ip-adapter_sd15.safetensors")
