@@ -22,8 +22,7 @@ def _validate(comfyui, **values) -> list[dict]:
     (branch_id,) = [key for key, node in prompt.items() if node["class_type"] == BRANCH]
     prompt[branch_id]["inputs"].update(values)
     _, _, _, node_errors = asyncio.run(comfyui.execution.validate_prompt("check", prompt, None))
-    failures = [(node_errors[key]["errors"]) for key in node_errors if key == branch_id]
-    return failures[0] if failures else []
+    return node_errors.get(branch_id, {}).get("errors", [])
 
 
 def _custom_details(errors: list[dict]) -> str:
