@@ -62,6 +62,21 @@ def parse_weights(weight: float, batch_weights: str) -> tuple[float, ...]:
         ) from err
 
 
+def schedule_error(start_percent=None, end_percent=None, batch_weights=None) -> str | None:
+    """What is wrong with the branch's plain values, or None; a value None (a linked input) is not checked."""
+    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            return f"{name} {value} is outside [0, 1]: it is a fraction of the sampling progress"
+    if start_percent is not None and end_percent is not None and end_percent < start_percent:
+        return f"end_percent {end_percent} is before start_percent {start_percent}"
+    if batch_weights is not None:
+        try:
+            parse_weights(1.0, batch_weights)
+        except ValueError as err:
+            return str(err)
+    return None
+
+
 def _source_for(adapter, instruction, clip_vision_output) -> torch.Tensor:
     """The adapter's input from the one connected image source; errors say which source the family needs."""
     connected = [name for name, value in (("instruction", instruction), ("clip_vision_output", clip_vision_output))
@@ -144,10 +159,16 @@ class IAAImageBranchNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, start_percent=None, end_percent=None, batch_weights=None) -> bool | str:
+        # named (not **kwargs) so ComfyUI still range-checks the other widgets; linked inputs arrive as None
+        return schedule_error(start_percent, end_percent, batch_weights) or True
+
+    @classmethod
     def execute(cls, model, adapter, positive, negative, weight, start_percent, end_percent, batch_weights="",
                 instruction=None, clip_vision_output=None, clip_vision=None, attn_mask=None) -> io.NodeOutput:
-        if end_percent < start_percent:
-            raise ValueError(f"end_percent {end_percent} is before start_percent {start_percent}")
+        error = schedule_error(start_percent, end_percent)  # again here for values that came through links
+        if error is not None:
+            raise ValueError(error)
         weights = parse_weights(weight, batch_weights)
         module = adapter.model
         source = _source_for(module, instruction, clip_vision_output)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..operations import DEFAULT_OPERATIONS
 from .activations import activation
 
 CLIP_HEAD_DIM = 64
@@ -48,7 +49,7 @@ class ClipTextConfig:
 
 
 class ClipAttention(nn.Module):
-    def __init__(self, config: ClipTextConfig, operations=nn) -> None:
+    def __init__(self, config: ClipTextConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.heads = config.heads
         self.q_proj = operations.Linear(config.width, config.width)
@@ -64,7 +65,7 @@ class ClipAttention(nn.Module):
 
 
 class ClipMLP(nn.Module):
-    def __init__(self, config: ClipTextConfig, operations=nn) -> None:
+    def __init__(self, config: ClipTextConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.fc1 = operations.Linear(config.width, config.intermediate)
         self.fc2 = operations.Linear(config.intermediate, config.width)
@@ -75,7 +76,7 @@ class ClipMLP(nn.Module):
 
 
 class ClipLayer(nn.Module):
-    def __init__(self, config: ClipTextConfig, operations=nn) -> None:
+    def __init__(self, config: ClipTextConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.layer_norm1 = operations.LayerNorm(config.width, eps=config.eps)
         self.self_attn = ClipAttention(config, operations)
@@ -88,14 +89,14 @@ class ClipLayer(nn.Module):
 
 
 class ClipEmbeddings(nn.Module):
-    def __init__(self, config: ClipTextConfig, operations=nn) -> None:
+    def __init__(self, config: ClipTextConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.token_embedding = operations.Embedding(config.vocab, config.width)
         self.position_embedding = operations.Embedding(config.positions, config.width)
 
 
 class ClipEncoder(nn.Module):
-    def __init__(self, config: ClipTextConfig, operations=nn) -> None:
+    def __init__(self, config: ClipTextConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.layers = nn.ModuleList(ClipLayer(config, operations) for _ in range(config.layers))
 
@@ -103,7 +104,7 @@ class ClipEncoder(nn.Module):
 class ClipTextTransformer(nn.Module):
     """Keys as transformers' `CLIPTextModel.text_model`: `embeddings.*`, `encoder.layers.<i>.*`, `final_layer_norm.*`."""
 
-    def __init__(self, config: ClipTextConfig, operations=nn) -> None:
+    def __init__(self, config: ClipTextConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         self.embeddings = ClipEmbeddings(config, operations)

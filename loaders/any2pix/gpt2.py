@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..operations import DEFAULT_OPERATIONS
 from .activations import activation
 
 GPT2_MEDIUM_HEADS = 16  # gpt2-medium config.json n_head (heads cannot be read from shapes)
@@ -49,7 +50,7 @@ class GPT2Config:
 
 
 class GPT2Attention(nn.Module):
-    def __init__(self, config: GPT2Config, layer: int, operations=nn) -> None:
+    def __init__(self, config: GPT2Config, layer: int, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.heads = config.heads
         self.c_attn = operations.Linear(config.width, 3 * config.width)
@@ -67,7 +68,7 @@ class GPT2Attention(nn.Module):
 
 
 class GPT2MLP(nn.Module):
-    def __init__(self, config: GPT2Config, operations=nn) -> None:
+    def __init__(self, config: GPT2Config, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.c_fc = operations.Linear(config.width, config.inner)
         self.c_proj = operations.Linear(config.inner, config.width)
@@ -78,7 +79,7 @@ class GPT2MLP(nn.Module):
 
 
 class GPT2Block(nn.Module):
-    def __init__(self, config: GPT2Config, layer: int, operations=nn) -> None:
+    def __init__(self, config: GPT2Config, layer: int, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.ln_1 = operations.LayerNorm(config.width, eps=config.eps)
         self.attn = GPT2Attention(config, layer, operations)
@@ -93,7 +94,7 @@ class GPT2Block(nn.Module):
 class GPT2Body(nn.Module):
     """Keys as GPT2Model's minus `wte` (unused with inputs_embeds): `wpe.weight`, `h.<i>.*`, `ln_f.*`."""
 
-    def __init__(self, config: GPT2Config, operations=nn) -> None:
+    def __init__(self, config: GPT2Config, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         self.wpe = operations.Embedding(config.positions, config.width)

@@ -30,6 +30,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from ..operations import DEFAULT_OPERATIONS
 from .imagebind_audio_input import CLIP_SPACING_PYPI_0_1_5, audio_input
 from .imagebind_encoders import AUDIO_LOGIT_SCALE, ImageBindAudioEncoder, ImageBindVisionEncoder
 from .imagebind_file import (
@@ -48,7 +49,7 @@ Waveform = tuple[torch.Tensor, int]  # ([channels, samples], sample rate)
 class ImageBind(nn.Module):
     """ImageBind's vision and audio encoders, in one dtype on one device (`.to(...)` moves both)."""
 
-    def __init__(self, config: ImageBindConfig, operations: ModuleType = nn) -> None:
+    def __init__(self, config: ImageBindConfig, operations: ModuleType = DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         self.vision = ImageBindVisionEncoder(config.vision, operations)
@@ -104,7 +105,7 @@ def load_imagebind(
     kwargs_file: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    operations: ModuleType = nn,
+    operations: ModuleType = DEFAULT_OPERATIONS,
 ) -> ImageBind:
     """ImageBind's vision and audio encoders from `imagebind_huge.pth` (or a file with its keys), in eval mode.
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..operations import DEFAULT_OPERATIONS
 from .imagebind_trunk import ImageBindTrunk, TrunkConfig
 
 HEAD_NORM_EPS = 1e-6  # imagebind_model.py `_create_modality_heads`
@@ -69,7 +70,7 @@ class ImageBindVisionEncoder(nn.Module):
     """Parameters: `patch_embed` (Conv3d), `cls_token` [1, 1, W], `pos_embed` [1, 1 + patches, W], `trunk`,
     `head_norm`, `head_proj`."""
 
-    def __init__(self, config: VisionEncoderConfig, operations: ModuleType = nn) -> None:
+    def __init__(self, config: VisionEncoderConfig, operations: ModuleType = DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         w = config.trunk.width
@@ -103,7 +104,7 @@ class ImageBindAudioEncoder(nn.Module):
     """Parameters: `patch_embed` (Conv2d), `patch_norm`, `cls_token`, `pos_embed`, `trunk`, `head_norm`,
     `head_proj`; buffer `log_logit_scale` (fp32, log 20 in the release file)."""
 
-    def __init__(self, config: AudioEncoderConfig, operations: ModuleType = nn) -> None:
+    def __init__(self, config: AudioEncoderConfig, operations: ModuleType = DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         w = config.trunk.width

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..operations import DEFAULT_OPERATIONS
+
 TRUNK_NORM_EPS = 1e-6  # imagebind/models/transformer.py `_LAYER_NORM`, imagebind_model.py pre-transformer LayerNorm
 
 
@@ -109,7 +111,7 @@ class TrunkBlock(nn.Module):
 class ImageBindTrunk(nn.Module):
     """`SimpleTransformer` in eval: optional `pre_norm`, then `blocks`; tokens [B, L, D] -> [B, L, D]."""
 
-    def __init__(self, config: TrunkConfig, operations: ModuleType = nn) -> None:
+    def __init__(self, config: TrunkConfig, operations: ModuleType = DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         self.pre_norm = operations.LayerNorm(config.width, eps=TRUNK_NORM_EPS) if config.pre_norm else None

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import ModelFileError
 from ..ip_adapter.files import read_adapter_sections
+from ..operations import DEFAULT_OPERATIONS
 
 NUM_CROPS = 2  # ImageProjModel default, used by IPAdapter.init_proj (global crop, local crop)
 COND_SCALES = (1.0, 0.5)  # IPAdapterXL.generate: scale_g=1.0, scale_l=0.5
@@ -61,7 +62,7 @@ class GlobalLocalProjConfig:
 
 
 class GlobalLocalImageProj(nn.Module):
-    def __init__(self, config: GlobalLocalProjConfig, operations=nn) -> None:
+    def __init__(self, config: GlobalLocalProjConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         self.proj = operations.Linear(config.clip_dim, config.tokens * config.cross_dim)
@@ -116,7 +117,7 @@ def read_layer_weights(ip_adapter: dict[str, torch.Tensor], path: str | Path) ->
     return indices, pairs
 
 
-def load_global_local_adapter(path: str | Path, dtype: torch.dtype = torch.float32, operations=nn) -> GlobalLocalAdapter:
+def load_global_local_adapter(path: str | Path, dtype: torch.dtype = torch.float32, operations=DEFAULT_OPERATIONS) -> GlobalLocalAdapter:
     """The projection module (CPU, `dtype`) and the per-layer IP key/value weights of the adapter file."""
     sections = read_adapter_sections(path)
     image_proj = sections["image_proj"]

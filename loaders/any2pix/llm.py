@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import ModelFileError
 from ..llama import LlamaConfig, LlamaLM
+from ..operations import DEFAULT_OPERATIONS
 
 PROJECTOR = "vae_projector_image"
 PREDICTOR = "vae_predictor_image"
@@ -52,7 +53,7 @@ class Any2PixLLMConfig:
     embed_out: int  # predictor output width (1024)
 
     @classmethod
-    def from_files(cls, config: dict, shapes: dict[str, tuple[int, ...]], path: str | Path) -> Any2PixLLMConfig:
+    def from_shapes(cls, shapes: dict[str, tuple[int, ...]], config: dict, path: str | Path) -> Any2PixLLMConfig:
         """Sizes from the tensor shapes (file keys `model.*`, `lm_head.weight`); heads, eps, RoPE from config.json."""
 
         def shape(key: str) -> tuple[int, ...]:
@@ -100,7 +101,7 @@ class Any2PixLLMConfig:
         return cls(llama=llama, depth=depth, embed_in=proj_in[1], embed_out=pred_out[0])
 
 
-def gelu_mlp(widths: list[int], operations=nn) -> nn.Sequential:
+def gelu_mlp(widths: list[int], operations=DEFAULT_OPERATIONS) -> nn.Sequential:
     """Linear, GELU, Linear, ... (no GELU after the last); keys `0.*`, `2.*`, ... as LLaVA's nn.Sequential."""
     modules: list[nn.Module] = []
     for i in range(len(widths) - 1):
@@ -113,11 +114,11 @@ def gelu_mlp(widths: list[int], operations=nn) -> nn.Sequential:
 class Any2PixLLM(nn.Module):
     """`llm` (LlamaLM: embed_tokens, layers, norm, lm_head), `vae_projector_image`, `vae_predictor_image`."""
 
-    def __init__(self, config: Any2PixLLMConfig, operations=nn) -> None:
+    def __init__(self, config: Any2PixLLMConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         h = config.llama.hidden
-        self.llm = LlamaLM(config.llama)
+        self.llm = LlamaLM(config.llama, operations)
         # build_vision_projector: Linear(in, H) then (GELU, Linear(H, H)) x (depth - 1)
         self.vae_projector_image = gelu_mlp([config.embed_in] + [h] * config.depth, operations)
         # build_vision_predictor: (Linear(H, H), GELU) x (depth - 1) then Linear(H, out)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..errors import ModelFileError
 from ..llama import rope_inv_freq
+from ..operations import DEFAULT_OPERATIONS
 from ..weight_files import read_json, read_tensors
 from .llm import PREDICTOR, PROJECTOR, Any2PixLLM, Any2PixLLMConfig
 from .tokenizer import Any2PixTokenizer
@@ -102,7 +102,7 @@ def _module_state(state: dict[str, torch.Tensor], config: Any2PixLLMConfig) -> d
 
 
 def load_llm(
-    folder: str | Path, dtype: torch.dtype = torch.float32, operations=nn
+    folder: str | Path, dtype: torch.dtype = torch.float32, operations=DEFAULT_OPERATIONS
 ) -> tuple[Any2PixLLM, Any2PixTokenizer]:
     """The LLM (on CPU, in `dtype`) and its tokenizer from an `llm-retrained` folder.
 
@@ -111,7 +111,7 @@ def load_llm(
     folder = Path(folder)
     config_json = read_llm_config(folder)
     state = read_llm_state(folder, dtype)
-    config = Any2PixLLMConfig.from_files(config_json, {k: tuple(v.shape) for k, v in state.items()}, folder)
+    config = Any2PixLLMConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()}, config_json, folder)
     tokenizer = Any2PixTokenizer(folder / "tokenizer")
     if tokenizer.vocab_size != config.llama.vocab:
         raise ModelFileError(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..operations import DEFAULT_OPERATIONS
 from .clip_text import ClipTextConfig, ClipTextTransformer
 from .gpt2 import GPT2Body, GPT2Config
 
@@ -78,7 +79,7 @@ class Any2PixPrior(nn.Module):
     """Keys as the release `prior/model.bin`, minus the unused GPT-2 `wte` and with the CLIP text model under
     `clip.` (file: `cond_stage_models.0.model.text_model.*`)."""
 
-    def __init__(self, config: PriorConfig, operations=nn) -> None:
+    def __init__(self, config: PriorConfig, operations=DEFAULT_OPERATIONS) -> None:
         super().__init__()
         self.config = config
         e = config.embed_dim

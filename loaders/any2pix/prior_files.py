@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..errors import ModelFileError
+from ..operations import DEFAULT_OPERATIONS
 from ..weight_files import read_json, read_tensors
 from .gpt2 import conv1d_to_linear
 from .prior import CLIP_PREFIX, GPT2_PREFIX, SCORE_EMBED_DIM, Any2PixPrior, PriorConfig
@@ -71,7 +71,7 @@ class PriorBundle:
 
 def load_prior(
     path: str | Path, gpt2_config: str | Path | dict | None = None, clip_config: str | Path | dict | None = None,
-    clip_tokenizer_dir: str | Path | None = None, dtype: torch.dtype = torch.float32, operations=nn,
+    clip_tokenizer_dir: str | Path | None = None, dtype: torch.dtype = torch.float32, operations=DEFAULT_OPERATIONS,
 ) -> PriorBundle:
     """The prior (CPU, `dtype`) from its weight file and, optionally, the GPT-2 / CLIP configs and tokenizer."""
     path = Path(path)

@@ -47,8 +47,8 @@ def _by_type(prompt: dict) -> dict:
 def _run_image(comfyui, prompt: dict) -> np.ndarray:
     result = comfyui.run(prompt)
     assert result.success, result.error
-    (images,) = [ui["images"] for ui in result.outputs.values() if ui.get("images")]
-    (item,) = images
+    # SaveImage's file; node previews (BIMConditioning's mask) go to the temp folder
+    (item,) = [item for ui in result.outputs.values() for item in ui.get("images", []) if item["type"] == "output"]
     folder = comfyui.folder_paths.get_directory_by_type(item["type"])
     return np.asarray(Image.open(pathlib.Path(folder) / item["subfolder"] / item["filename"])).astype(float)
 
