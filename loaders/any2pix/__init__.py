@@ -15,7 +15,6 @@ from .imagebind import (
     embed_images,
     load_imagebind,
 )
-from .imagebind_file import ImageBindFileError
 from .inversion import (
     ddim_inversion_step,
     euler_init_noise_sigma,
@@ -35,7 +34,7 @@ from .sampling import SamplingSettings, decode_answer, warp_scores
 from .tokenizer import Any2PixTokenizer
 
 __all__ = [
-    "ImageBind", "ImageBindFileError", "comfy_audio_rows",
+    "ImageBind", "comfy_audio_rows",
     "embed_audios", "embed_images", "load_imagebind",
     "DEMO", "PRESETS", "REFERENCE", "AnswerError", "Any2PixLLM", "Any2PixLLMConfig", "Any2PixPrior",
     "Any2PixTokenizer", "BaseChoice", "FusionSettings", "GlobalLocalAdapter", "GlobalLocalImageProj", "LLMResult",

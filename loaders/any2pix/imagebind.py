@@ -30,12 +30,12 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from ..errors import ModelFileError
 from ..operations import DEFAULT_OPERATIONS
 from .imagebind_audio_input import CLIP_SPACING_PYPI_0_1_5, audio_input
 from .imagebind_encoders import AUDIO_LOGIT_SCALE, ImageBindAudioEncoder, ImageBindVisionEncoder
 from .imagebind_file import (
     ImageBindConfig,
-    ImageBindFileError,
     encoder_state,
     read_constructor_args,
     read_encoder_tensors,
@@ -111,7 +111,7 @@ def load_imagebind(
 
     `kwargs_file`: an optional JSON of `ImageBindModel` constructor arguments, for what the shapes cannot tell
     (head counts, audio stride); by default `imagebind_kwargs.json` next to the weights if present, else
-    imagebind_huge's. Raises `ImageBindFileError` naming the file, what was expected and found, and the fix.
+    imagebind_huge's. Raises `ModelFileError` naming the file, what was expected and found, and the fix.
     """
     path = Path(path)
     tensors = read_encoder_tensors(path, dtype)
@@ -145,7 +145,7 @@ def _check_state(
             f"tensors ImageBind's {modality} encoder does not have: {unknown[:3]}" if unknown else "",
             f"other shapes: {wrong[:3]}" if wrong else "",
         ) if part)
-        raise ImageBindFileError(
+        raise ModelFileError(
             path, f"the {modality} encoder of ImageBindModel (facebookresearch/ImageBind @ 3fcf5c9)", found,
             "use ImageBind-huge's release file imagebind_huge.pth, or a file saved from that ImageBindModel",
         )

@@ -65,7 +65,6 @@ _HEAD_KEYS = {"0.weight": "head_norm.weight", "0.bias": "head_norm.bias", "2.wei
 
 
 # The pack has one load-time error class; this name stays for the callers of the any2pix package.
-ImageBindFileError = ModelFileError
 
 
 def _fix_weights() -> str:
@@ -88,7 +87,7 @@ def read_encoder_tensors(path: Path, dtype: torch.dtype = torch.float32) -> dict
     """The vision and audio tensors of an ImageBind state dict (`.pth`/`.pt`/`.bin` or `.safetensors`), on the CPU
     in `dtype`; the other modalities are not read (the `.pth` is memory-mapped)."""
     if not path.is_file():
-        raise ImageBindFileError(path, "ImageBind's weight file", "nothing at this path", _fix_weights())
+        raise ModelFileError(path, "ImageBind's weight file", "nothing at this path", _fix_weights())
     if path.suffix == ".safetensors":
         with open_safetensors(path) as handle:
             keys = list(handle.keys())
@@ -102,14 +101,14 @@ def read_encoder_tensors(path: Path, dtype: torch.dtype = torch.float32) -> dict
             found = f"a {type(state).__name__}"
             if isinstance(state, Mapping):
                 found += f" with keys {list(state)[:5]}"
-            raise ImageBindFileError(path, "ImageBindModel's state dict (a dict of tensors)", found, _fix_weights())
+            raise ModelFileError(path, "ImageBindModel's state dict (a dict of tensors)", found, _fix_weights())
         keys = list(state)
         tensors = {k: _own(k, v, dtype) for k, v in state.items() if is_our_key(k)}
     for modality, required in _REQUIRED.items():
         missing = [k for k in required if k not in tensors]
         if missing:
             what = "no ImageBind keys at all" if not tensors else f"no {modality} encoder"
-            raise ImageBindFileError(
+            raise ModelFileError(
                 path, f"ImageBind's {modality} encoder (keys such as {missing[0]})",
                 f"{what} among {len(keys)} tensors (first keys: {keys[:3]})", _fix_weights(),
             )
@@ -125,15 +124,15 @@ def read_constructor_args(weights: Path, kwargs_file: Path | None) -> tuple[dict
             return {}, None
         kwargs_file = candidate
     if not kwargs_file.is_file():
-        raise ImageBindFileError(kwargs_file, "a JSON of ImageBindModel constructor arguments", "nothing at this path",
+        raise ModelFileError(kwargs_file, "a JSON of ImageBindModel constructor arguments", "nothing at this path",
                                  "name an existing file, or none to use imagebind_huge's arguments")
     try:
         args = json.loads(kwargs_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ImageBindFileError(kwargs_file, "a JSON of ImageBindModel constructor arguments", f"invalid JSON ({err})",
+        raise ModelFileError(kwargs_file, "a JSON of ImageBindModel constructor arguments", f"invalid JSON ({err})",
                                  "restore the file, or remove it to use imagebind_huge's arguments") from err
     if not isinstance(args, dict):
-        raise ImageBindFileError(kwargs_file, "a JSON object of ImageBindModel constructor arguments",
+        raise ModelFileError(kwargs_file, "a JSON object of ImageBindModel constructor arguments",
                                  f"a JSON {type(args).__name__}", "write the arguments as one object")
     return args, kwargs_file
 
@@ -146,7 +145,7 @@ def _trunk_config(shapes: Mapping[str, tuple[int, ...]], modality: str, heads: i
         blocks += 1
     if heads <= 0 or width % heads:
         where = "in this JSON" if source.suffix == ".json" else f"in {KWARGS_FILE_NAME} next to the weights"
-        raise ImageBindFileError(
+        raise ModelFileError(
             source, f"an attention head count dividing the {modality} width {width}", f"{modality}_num_heads = {heads}",
             f"give the ImageBindModel constructor arguments of these weights ({modality}_num_heads) {where}; "
             "without them imagebind_huge's are used (vision 16, audio 12)",
@@ -197,7 +196,7 @@ class ImageBindConfig:
             found = shapes[f"modality_preprocessors.{modality}.pos_embedding_helper.pos_embed"][1]
             expected = 1 + grid[0] * grid[1] * (grid[2] if len(grid) == 3 else 1)
             if found != expected:
-                raise ImageBindFileError(
+                raise ModelFileError(
                     weights, f"{expected} {modality} positions (CLS + the patches of {what})", f"{found}",
                     "use weights trained on ImageBind's input sizes; for the audio stride, give the constructor "
                     "arguments (audio_stride) in the JSON next to the weights",
@@ -214,7 +213,7 @@ class ImageBindConfig:
         }
         for name, value in from_shapes.items():
             if name in args and args[name] != value:
-                raise ImageBindFileError(
+                raise ModelFileError(
                     args_file, f"{name} = {value} (what the weights and ImageBind's preprocessing give)",
                     f"{name} = {args[name]}", "use the constructor arguments of these weights, or remove the JSON",
                 )

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lmm_edit.loaders.any2pix.imagebind import ImageBind, load_imagebind
-from lmm_edit.loaders.any2pix.imagebind_file import KWARGS_FILE_NAME, ImageBindConfig, ImageBindFileError
+from lmm_edit.loaders.any2pix.imagebind_file import KWARGS_FILE_NAME, ImageBindConfig
+from lmm_edit.loaders.errors import ModelFileError
 
 RELEASE_NAME = "imagebind_huge.pth"
 
@@ -25,7 +26,7 @@ def _kwargs(fixture) -> dict:
     return json.loads(fixture.kwargs_file.read_text()) if fixture.kwargs_file else {}
 
 
-def _assert_user_error(err: ImageBindFileError, file: Path, *words: str) -> None:
+def _assert_user_error(err: ModelFileError, file: Path, *words: str) -> None:
     message = str(err)
     print(f"\n{message}")
     assert message.startswith(str(file)) and "expected" in message and "found" in message and "Fix:" in message
@@ -99,7 +100,7 @@ def test_without_constructor_arguments_the_heads_are_imagebind_huge_s(fixture, t
         model = load_imagebind(tmp_path / RELEASE_NAME)
         assert (model.config.vision.trunk.heads, model.config.audio.trunk.heads) == (16, 12)
         return
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(tmp_path / RELEASE_NAME)
     _assert_user_error(err.value, tmp_path / RELEASE_NAME, "_num_heads = 1", KWARGS_FILE_NAME)
 
@@ -107,21 +108,21 @@ def test_without_constructor_arguments_the_heads_are_imagebind_huge_s(fixture, t
 def test_a_json_of_other_sizes_is_refused(fixture, tmp_path):
     wrong = {**_kwargs(fixture), "vision_embed_dim": 2 * (_kwargs(fixture).get("vision_embed_dim", 1280))}
     (tmp_path / "args.json").write_text(json.dumps(wrong))
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(fixture.weights, kwargs_file=tmp_path / "args.json")
     _assert_user_error(err.value, tmp_path / "args.json", "vision_embed_dim")
 
 
 def test_a_file_of_another_model_is_refused(fixture):
     other = fixture.root / "checkpoints" / "ckpts" / "prior" / "model.bin"
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(other, kwargs_file=fixture.kwargs_file)
     _assert_user_error(err.value, other, "no ImageBind keys", RELEASE_NAME)
 
 
 def test_a_nested_checkpoint_is_refused(fixture):
     nested = fixture.root / "checkpoints" / "ckpts" / "sdxl" / "ip_adapter_global_local_2_view.bin"
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(nested, kwargs_file=fixture.kwargs_file)
     _assert_user_error(err.value, nested, "a dict of tensors", RELEASE_NAME)
 
@@ -129,13 +130,13 @@ def test_a_nested_checkpoint_is_refused(fixture):
 def test_a_truncated_file_is_refused(fixture, tmp_path):
     truncated = tmp_path / RELEASE_NAME
     truncated.write_bytes(fixture.weights.read_bytes()[: fixture.weights.stat().st_size // 2])
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(truncated, kwargs_file=fixture.kwargs_file)
     _assert_user_error(err.value, truncated, "truncated", "download the file again")
 
 
 def test_a_missing_file_is_refused(fixture, tmp_path):
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(tmp_path / RELEASE_NAME, kwargs_file=fixture.kwargs_file)
     _assert_user_error(err.value, tmp_path / RELEASE_NAME, "nothing at this path")
 
@@ -143,7 +144,7 @@ def test_a_missing_file_is_refused(fixture, tmp_path):
 def test_a_file_without_the_audio_encoder_is_refused(fixture, tmp_path):
     vision_only = tmp_path / RELEASE_NAME
     torch.save({k: v for k, v in _state(fixture).items() if ".audio." not in k}, vision_only)
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(vision_only, kwargs_file=fixture.kwargs_file)
     _assert_user_error(err.value, vision_only, "no audio encoder")
 
@@ -154,7 +155,7 @@ def test_a_tensor_the_encoder_does_not_have_is_named(fixture, tmp_path):
     state["modality_trunks.vision.blocks.0.layer_scale_gamma1"] = torch.ones(1, 1, width)
     path = tmp_path / RELEASE_NAME
     torch.save(state, path)
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(path, kwargs_file=fixture.kwargs_file)
     _assert_user_error(err.value, path, "modality_trunks.vision.blocks.0.layer_scale_gamma1")
 
@@ -164,7 +165,7 @@ def test_a_missing_tensor_is_named_as_in_the_release_file(fixture, tmp_path):
     del state["modality_trunks.audio.blocks.0.attn.in_proj_bias"]
     path = tmp_path / RELEASE_NAME
     torch.save(state, path)
-    with pytest.raises(ImageBindFileError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_imagebind(path, kwargs_file=fixture.kwargs_file)
     _assert_user_error(err.value, path, "modality_trunks.audio.blocks.0.attn.in_proj_bias")
 
