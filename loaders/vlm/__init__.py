@@ -4,6 +4,7 @@ LLaVA-1.5/NeXT/OneVision and Qwen2-VL/2.5-VL with learned ``[MM]`` tokens -> ``L
 (``[MM]`` hidden states, vision features, answer text).
 
 - ``families.py``: the recognised families, by ``config.json`` ``model_type``;
+- ``weights.py``: the model, tokenizer and image processor read with transformers, every problem named;
 - ``load.py``: ``load_mllm`` (model, tokenizer, image processor, ``[MM]`` tokens) -> ``MLLMBundle``;
 - ``encoder.py``: ``encode_instruction`` and ``VLMEncoder``, the family's ``InstructionEncoder``.
 """

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import transformers
 
 from ..errors import ModelFileError
 from ..weight_files import read_tensors
 from .families import VLMFamily, recognise_vlm_family
+from .weights import load_model, load_processor
 
 MM_TOKEN_FORMAT = "[MM_{}]"  # InsightEdit's "[MM]" tokens; SmartEdit's analogue is <img_k>
 DEFAULT_NUM_MM_TOKENS = 32  # r is not stated in the paper; SmartEdit uses 32 (docs/smartedit.md, InsightEdit)
@@ -127,8 +127,8 @@ def load_mllm(
 ) -> MLLMBundle:
     """Load the VLM in ``folder`` (family from ``config.json``) with ``num_mm_tokens`` ``[MM]`` tokens.
 
-    Raises ``ModelFileError`` for an unknown family, a folder without the files, or ``[MM]`` tokens
-    that do not match ``num_mm_tokens``.
+    Raises ``ModelFileError`` for an unknown family, a folder without the files, missing, wrong-shape or
+    unreadable weights (weights.py), or ``[MM]`` tokens that do not match ``num_mm_tokens``.
     """
     folder = Path(folder)
     if num_mm_tokens < 1:
@@ -136,11 +136,9 @@ def load_mllm(
             folder, "at least one [MM] token", f"{num_mm_tokens}", "set the number of [MM] tokens to r >= 1"
         )
     family = recognise_vlm_family(folder)
-    model_class = getattr(transformers, family.model_class)
-    # local_files_only: a node never downloads (python -m lmm_edit download does, when asked)
-    model = model_class.from_pretrained(folder, dtype=dtype, local_files_only=True).to(device).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil", local_files_only=True)
+    model = load_model(folder, family, dtype).to(device).eval()
+    tokenizer = load_processor(folder, "tokenizer")
+    image_processor = load_processor(folder, "image processor")
 
     names = [MM_TOKEN_FORMAT.format(k) for k in range(num_mm_tokens)]
     ids = _mm_token_ids(tokenizer, names, folder)
