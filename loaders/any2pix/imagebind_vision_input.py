@@ -15,7 +15,7 @@ image:
 A ComfyUI IMAGE row [H, W, C] float in 0..1 is turned back into 8-bit pixels with `round(255 x)` (ComfyUI's
 LoadImage divides 8-bit pixels by 255, so this recovers them exactly), then handled as the PIL image; one
 channel is gray, four channels are RGBA (PIL's RGBA -> RGB conversion drops alpha, as `.convert("RGB")` does
-for an RGBA file in the reference).
+for an RGBA file in the reference). An empty image or one holding NaN / inf is refused (``pixels.first_rgb``).
 """
 
 from __future__ import annotations
@@ -26,34 +26,24 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..pixels import rgb_pil
+
 IMAGE_SIZE = 224  # imagebind/data.py load_and_transform_vision_data: Resize(224), CenterCrop(224)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # imagebind/data.py load_and_transform_vision_data
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)  # imagebind/data.py load_and_transform_vision_data
 
-CHANNELS = (1, 3, 4)  # gray, RGB, RGBA
+VISION_INPUT = "InstructAny2Pix ImageBind (image input)"  # how errors name this input
 
 ImageLike = Image.Image | torch.Tensor
 
 
 def to_pil_rgb(image: ImageLike) -> Image.Image:
-    """A PIL image, or an IMAGE row [H, W, C] (C = 1, 3, 4; float 0..1 or uint8), as an RGB PIL image."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if image.ndim == 4 and image.shape[0] == 1:
-        image = image[0]
-    if image.ndim != 3 or image.shape[-1] not in CHANNELS or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(
-            f"expected one image as [H, W, C] with C = 1, 3 or 4 (a row of a ComfyUI IMAGE); got shape "
-            f"{tuple(image.shape)}. Pass the rows of a batch one by one."
-        )
-    pixels = image.detach().to("cpu")
-    if pixels.dtype != torch.uint8:
-        pixels = (pixels.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    array = pixels.numpy()
-    if array.shape[-1] == 1:
-        array = array[..., 0]
-    # fromarray infers L / RGB / RGBA from the uint8 array shape
-    return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
+    """A PIL image, or an IMAGE row [H, W, C] / IMAGE [B, H, W, C] (its first image; C = 1..4, float 0..1 or
+    uint8), as an RGB PIL image. Empty or non-finite images are refused by name (``pixels.rgb_pil``); any size
+    down to 1x1 goes on to the resize, which scales it up."""
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
+        image = image.float() / 255.0  # 8-bit rows: k / 255 rounds back to k in rgb_pil
+    return rgb_pil(image, VISION_INPUT)
 
 
 def resize_and_center_crop(image: Image.Image) -> Image.Image:

@@ -43,6 +43,9 @@ def mlp_depth(projector_type: str, path: str | Path) -> int:
     return int(match.group(1))
 
 
+VICUNA_15_CONTEXT = 4096  # lmsys/vicuna-7b-v1.5 config.json max_position_embeddings (the LLM's base)
+
+
 @dataclass(frozen=True)
 class Any2PixLLMConfig:
     """Sizes of the LLM, its projector (embedding -> hidden) and predictor (hidden -> embedding)."""
@@ -51,6 +54,7 @@ class Any2PixLLMConfig:
     depth: int  # Linear layers in the projector and in the predictor
     embed_in: int  # projector input width (ImageBind embedding, 1024)
     embed_out: int  # predictor output width (1024)
+    context: int = VICUNA_15_CONTEXT  # positions the LLM was trained on (config.json max_position_embeddings)
 
     @classmethod
     def from_shapes(cls, shapes: dict[str, tuple[int, ...]], config: dict, path: str | Path) -> Any2PixLLMConfig:
@@ -98,7 +102,8 @@ class Any2PixLLMConfig:
             rms_eps=float(config.get("rms_norm_eps", 1e-6)), rope_theta=float(config.get("rope_theta", 10000.0)),
             norm_output="input",  # transformers 4.34.1 LlamaRMSNorm
         )
-        return cls(llama=llama, depth=depth, embed_in=proj_in[1], embed_out=pred_out[0])
+        context = int(config.get("max_position_embeddings", VICUNA_15_CONTEXT))
+        return cls(llama=llama, depth=depth, embed_in=proj_in[1], embed_out=pred_out[0], context=context)
 
 
 def gelu_mlp(widths: list[int], operations=DEFAULT_OPERATIONS) -> nn.Sequential:

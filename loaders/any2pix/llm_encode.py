@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..instruction import check_context, check_encodable, check_placeholders
 from .answer import AnswerSteps, BaseChoice, answer_steps, caption_of, choose_base
 from .llm import Any2PixLLM
 from .sampling import Decoded, SamplingSettings, decode_answer
-from .tokenizer import Any2PixTokenizer
+from .tokenizer import VIDEO, Any2PixTokenizer, reserved_tokens
+
+FAMILY = "InstructAny2Pix"
 
 # conversation.py conv_vicuna_v1
 VICUNA_V1_SYSTEM = (
@@ -29,6 +32,19 @@ def vicuna_v1_prompt(instruction: str) -> str:
     """`conv_templates['vicuna_v1']` with the user's message and an open assistant turn (`get_prompt()`)."""
     user, assistant = VICUNA_V1_ROLES
     return f"{VICUNA_V1_SYSTEM}{VICUNA_V1_SEP}{user}: {instruction}{VICUNA_V1_SEP}{assistant}:"
+
+
+def checked_prompt_ids(model: Any2PixLLM, tokenizer: Any2PixTokenizer, instruction: str) -> list[int]:
+    """The prompt's ids, after refusing text with no UTF-8 form, the LLM's own tokens other than the `<video>`
+    slots the markers became, and a prompt with no room left in the context for the answer's `<im_gen>`."""
+    check_encodable(instruction)
+    check_placeholders(instruction, reserved_tokens(tokenizer, keep=(VIDEO,)), FAMILY)
+    prompt_ids = tokenizer.encode(vicuna_v1_prompt(instruction))
+    check_context(
+        len(prompt_ids) + 1, model.config.context, len(tokenizer.encode(instruction, add_bos=False)),
+        f"{len(prompt_ids)} of prompt, then at least the answer's <im_gen>", FAMILY,
+    )
+    return prompt_ids
 
 
 @dataclass
@@ -59,7 +75,7 @@ def encode_instruction(
     """
     if aux.shape[0] != len(kinds):
         raise ValueError(f"{aux.shape[0]} input embeddings for {len(kinds)} input kinds")
-    prompt_ids = tokenizer.encode(vicuna_v1_prompt(instruction))
+    prompt_ids = checked_prompt_ids(model, tokenizer, instruction)
     videos = prompt_ids.count(tokenizer.ids.video)
     if videos != aux.shape[0]:
         raise ValueError(

@@ -12,7 +12,8 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from .tokenizer import VIDEO
+from ..instruction import check_encodable, check_placeholders
+from .tokenizer import VIDEO, reserved_tokens
 
 MARKER_PATTERN = re.compile(r"\[[^\]]+\]")  # serve.py run
 SLOTS = 3  # serve.py: image_input1..3, audio_input1..3
@@ -30,7 +31,12 @@ class MarkedInstruction:
 
 
 def parse_markers(instruction: str, connected: Collection[tuple[str, int]]) -> MarkedInstruction:
-    """Replace the markers by `<video>`; `connected` lists the (kind, slot) inputs that are provided."""
+    """Replace the markers by `<video>`; `connected` lists the (kind, slot) inputs that are provided.
+
+    Text with no UTF-8 form and the LLM's own tokens typed into the instruction (`<video>`, `<im_gen>` ...) are
+    refused first (``instruction.InstructionError``): the inputs are named by markers only."""
+    check_encodable(instruction)
+    check_placeholders(instruction, reserved_tokens(), "InstructAny2Pix")
     found = MARKER_PATTERN.findall(instruction)
     if len(set(found)) != len(found):
         dup = sorted({m for m in found if found.count(m) > 1})

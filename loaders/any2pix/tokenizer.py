@@ -38,7 +38,15 @@ BASE = "<base>"
 BASE_NULL = "<base_null>"
 ADDED_TOKENS = (IM_GEN_START, IM_GEN, MASK_GEN, AUDIO_GEN, AUDIO_GEN_START, AUDIO, VIDEO, BASE, BASE_NULL)
 
+LLAMA_SPECIALS = ("<unk>", "<s>", "</s>")
 SPIECE_SPACE = "\u2581"  # SentencePiece's "▁"
+
+
+def reserved_tokens(tokenizer: Any2PixTokenizer | None = None, keep: Sequence[str] = ()) -> list[str]:
+    """The LLM's added tokens (`<video>`, `<im_gen>` ..., `<s>`, `</s>`, `<unk>`), which text must not hold; with no
+    tokenizer the nine InstructAny2Pix tokens and LLaMA's specials. `keep`: tokens allowed (the markers' `<video>`)."""
+    tokens = set(tokenizer.added) if tokenizer is not None else {*ADDED_TOKENS, *LLAMA_SPECIALS}
+    return sorted(tokens - set(keep))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..encoder import AUTO_TEMPLATE, MAX_NEW_TOKENS, EncodeOptions, missing_tokens_problem, status_lines
-from ..instruction import LMMInstruction
+from ..instruction import LMMInstruction, check_context, check_encodable, check_placeholders
 from .decode import DecodeResult, decode_image_states, image_tokens_in_order
 from .lmm import SmartEditLMM
 from .prompt import TEMPLATES, build_prompt, resolve_template, template_index_for_seed
@@ -78,11 +78,9 @@ def encode_instruction(
     forced tokens); with fewer than 32 image states and no forcing, `hidden_states` holds what was kept
     (the reference would fail its assertion) and `extras["problem"]` says what happened.
     """
-    if image.dim() == 4:  # a ComfyUI IMAGE batch [B, H, W, 3]: its first image
-        image = image[0]
     human = resolve_template(template, seed)
+    ids = torch.tensor(lmm.tokenizer.encode(check_instruction(lmm, instruction, human)), dtype=torch.long)
     feats, projected = vision_features(lmm, image)
-    ids = torch.tensor(lmm.tokenizer.encode(build_prompt(instruction, human)), dtype=torch.long)
     prompt = prompt_inputs(lmm, ids, projected)
     result: DecodeResult = decode_image_states(
         lmm.llm, prompt.inputs_embeds, lmm.info.image_token_ids, lmm.info.eos_id,
@@ -107,6 +105,24 @@ def encode_instruction(
         template=human,
         extras=extras,
     )
+
+
+def check_instruction(lmm: SmartEditLMM, instruction: str, human: str) -> str:
+    """The prompt of ``instruction``, after refusing text with no UTF-8 form, SmartEdit's own tokens in it and a
+    prompt (image features and the 32 image tokens counted) longer than the LLM's context."""
+    check_encodable(instruction)
+    tokenizer = lmm.tokenizer
+    check_placeholders(instruction, [*tokenizer.added, *tokenizer.special], lmm.info.family)
+    prompt = build_prompt(instruction, human)
+    image_features = lmm.vision.config.grid ** 2  # the <img_0> slot becomes P = 256 CLIP features
+    image_tokens = len(lmm.info.image_token_ids)
+    prompt_tokens = len(tokenizer.encode(prompt)) - 1 + image_features
+    check_context(
+        prompt_tokens + image_tokens, lmm.info.context, len(tokenizer.encode(instruction, add_bos=False)),
+        f"{prompt_tokens} of prompt with {image_features} image features, then the {image_tokens} image tokens "
+        f"{_token_range(lmm)}", lmm.info.family,
+    )
+    return prompt
 
 
 def _token_range(lmm: SmartEditLMM) -> str:

@@ -10,6 +10,8 @@ from ..llama import LlamaLM
 from .tokenizer import LlamaSlowTokenizer
 from .vision import ClipVisionTower
 
+LLAMA1_CONTEXT = 2048  # LLaVA-7B-v1 and vicuna-7b-v1-1 config.json: max_position_embeddings
+
 
 @dataclass
 class LMMInfo:
@@ -20,6 +22,7 @@ class LMMInfo:
     eos_id: int
     select_layer: int
     family: str = "llava-1.1"
+    context: int = LLAMA1_CONTEXT  # positions the LLM was trained on (LLaVA config.json max_position_embeddings)
     sources: dict[str, str] = field(default_factory=dict)
 
 

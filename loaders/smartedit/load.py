@@ -27,7 +27,7 @@ from .bim import BIM, BIMConfig
 from .conditioning import SmartEditBridge
 from .files import FileFormat, SmartEditBundle, find_bundle, merge_lora, read_tensors
 from .llava_base import base_rows, check_vocab, open_llava_base
-from .lmm import LMMInfo, SmartEditLMM
+from .lmm import LLAMA1_CONTEXT, LMMInfo, SmartEditLMM
 from .qformer import QFormer, QFormerConfig
 from .tokenizer import IMAGE_TOKEN_COUNT, LlamaSlowTokenizer
 from .vision import ClipVisionConfig, ClipVisionTower, clip_state_to_tower
@@ -141,6 +141,7 @@ def load_lmm(
         image_token_ids=[tokenizer.token_id(f"<img_{i}>") for i in range(IMAGE_TOKEN_COUNT)],
         eos_id=tokenizer.eos_id,
         select_layer=select_layer,
+        context=int(llava.config.get("max_position_embeddings", LLAMA1_CONTEXT)),
         sources={"llm": str(bundle.llm), "llava": str(llava.folder), "clip": str(clip_path), "tokenizer": str(tokenizer.model_file)},
     )
     return SmartEditLMM(llm, vision, projector, tokenizer, info).eval()

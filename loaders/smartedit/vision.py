@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..operations import DEFAULT_OPERATIONS
-from ..pixels import resize_bicubic
+from ..pixels import first_rgb, resize_bicubic
 
 # OpenAI CLIP image normalisation (openai/clip-vit-large-patch14 preprocessor_config.json)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -160,14 +160,18 @@ def clip_state_to_tower(state: dict[str, torch.Tensor], prefix: str, tower: Clip
     return out
 
 
+CLIP_INPUT = "SmartEdit LMM (CLIP image input)"  # how errors name this input
+
+
 def clip_pixels(image: torch.Tensor, size: int) -> torch.Tensor:
-    """ComfyUI IMAGE [H, W, 3] float in 0..1 -> CLIP pixels [1, 3, size, size] fp32.
+    """ComfyUI IMAGE [H, W, C] or [B, H, W, C] (first image) float in 0..1 -> CLIP pixels [1, 3, size, size] fp32.
 
     As the reference (test/DS_SmartEdit_test.py): PIL `.resize((224, 224), BICUBIC)` of the 8-bit RGB
     image (aspect ratio not kept), then CLIPImageProcessor, whose resize and centre crop are no-ops at
-    that size: rescale 1/255 and normalise with the OpenAI mean/std.
+    that size: rescale 1/255 and normalise with the OpenAI mean/std. Gray and RGBA become RGB, any size down
+    to 1x1 is resized (never cropped); an empty or non-finite image is refused (``pixels.first_rgb``).
     """
-    pixels = resize_bicubic(image, size, size)
+    pixels = resize_bicubic(first_rgb(image, CLIP_INPUT)[0], size, size)
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)
     std = torch.tensor(CLIP_STD, dtype=torch.float32)
     return ((pixels - mean) / std).permute(2, 0, 1).unsqueeze(0).contiguous()

@@ -28,13 +28,13 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..encoder import AUTO_TEMPLATE, MAX_NEW_TOKENS, EncodeOptions, missing_tokens_problem, status_lines
 from ..instruction import LMMInstruction
-from ..pixels import to_pil
 from .families import VISION_QWEN2
+from .inputs import as_pil_image, check_instruction_text, check_prompt_length
+from .inputs import image_inputs as prepare_image
 from .load import MLLMBundle
 
 UNTRAINED_NOTE = ("Note: this folder has no learned [MM] tokens (the loader added them untrained); bridges trained "
                   "for a fine-tuned model will not get meaningful states.")
-IMAGE_INPUT_KEYS = ("pixel_values", "image_sizes", "image_grid_thw")  # what the families' forwards take
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,6 @@ class _TokenCallback(BaseStreamer):
 
     def end(self) -> None:
         return None
-
-
-def _image_inputs(bundle: MLLMBundle, image: Image.Image) -> dict[str, torch.Tensor]:
-    processed = bundle.image_processor(images=[image], return_tensors="pt")
-    device = bundle.model.device
-    inputs = {k: processed[k].to(device) for k in IMAGE_INPUT_KEYS if k in processed}
-    inputs["pixel_values"] = inputs["pixel_values"].to(bundle.model.dtype)
-    return inputs
 
 
 def _vision(bundle: MLLMBundle, image_inputs: dict[str, torch.Tensor]) -> tuple[int, torch.Tensor]:
@@ -177,10 +169,12 @@ def encode_instruction(
     states of the ``[MM]`` tokens the model wrote (``extras["problem"]`` says when they are not r in order).
     """
     template = template or bundle.family.default_template
+    check_instruction_text(bundle, instruction)
     prompt = template.replace("{image}", bundle.image_marker).replace("{instruction}", instruction)
-    image_inputs = _image_inputs(bundle, to_pil(image))
+    image_inputs = prepare_image(bundle, as_pil_image(bundle, image))
     image_tokens, vision_features = _vision(bundle, image_inputs)
     ids = _prompt_ids(bundle, prompt, image_tokens)
+    check_prompt_length(bundle, ids, image_tokens, instruction)
     mm_ids = bundle.mm_token_ids
 
     generated = []

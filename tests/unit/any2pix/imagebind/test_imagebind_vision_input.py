@@ -84,5 +84,5 @@ def test_resize_and_crop_equal_torchvision_for_any_size(size):
 
 
 def test_wrong_row_shape_names_the_expected_layout():
-    with pytest.raises(ValueError, match=r"\[H, W, C\] with C = 1, 3 or 4"):
+    with pytest.raises(ValueError, match=r"ImageBind \(image input\): the image has 8 channels; expected 1 \(gray\)"):
         vision_input([torch.zeros(3, 8, 8)])

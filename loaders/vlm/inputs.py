@@ -1,0 +1,77 @@
+"""What a VLM encoder takes from the user, checked before the model runs: the image and the instruction.
+
+- the image: a PIL image or a ComfyUI IMAGE (gray, RGBA, any size down to 1x1) -> 8-bit RGB PIL
+  (``pixels.rgb_pil``), its short side resized up to the smallest the image processor takes (Qwen2-VL: one
+  2x2 group of 14 px patches, 28 px; its ``smart_resize`` refuses less); empty or non-finite images are refused;
+- the instruction: text with no UTF-8 form and the model's own special tokens (``<image>``, ``<|im_start|>``,
+  ``[MM_k]`` ...) are refused (``instruction.py``), and so is a prompt longer than the LLM's context
+  (``max_position_embeddings`` of its text config), counting the expanded image tokens and the ``[MM]`` tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from ..instruction import check_context, check_encodable, check_placeholders
+from ..pixels import rgb_pil
+from .load import MLLMBundle
+
+IMAGE_INPUT_KEYS = ("pixel_values", "image_sizes", "image_grid_thw")  # what the families' forwards take
+
+
+def image_input_name(bundle: MLLMBundle) -> str:
+    return f"{bundle.family.name} VLM (image input)"
+
+
+def min_image_side(image_processor: object) -> int:
+    """The smallest side the processor takes: Qwen2-VL's patch x merge size (28 px); 1 for CLIP-style resizing."""
+    return int(getattr(image_processor, "patch_size", 1) or 1) * int(getattr(image_processor, "merge_size", 1) or 1)
+
+
+def as_pil_image(bundle: MLLMBundle, image: Image.Image | torch.Tensor) -> Image.Image:
+    """The encoder's image as RGB PIL, big enough for the family's processor (``pixels.rgb_pil``)."""
+    return rgb_pil(image, image_input_name(bundle), min_image_side(bundle.image_processor))
+
+
+def image_inputs(bundle: MLLMBundle, image: Image.Image) -> dict[str, torch.Tensor]:
+    """The processor's tensors for one image, on the model's device (pixel values in its dtype)."""
+    try:
+        processed = bundle.image_processor(images=[image], return_tensors="pt")
+    except ValueError as err:  # e.g. Qwen2-VL's smart_resize: an aspect ratio above 200
+        raise ValueError(
+            f"{image_input_name(bundle)}: the {image.width}x{image.height} px image cannot be prepared for this "
+            f"model ({err}). Fix: crop or pad the image to a less extreme shape before this node."
+        ) from err
+    device = bundle.model.device
+    inputs = {k: processed[k].to(device) for k in IMAGE_INPUT_KEYS if k in processed}
+    inputs["pixel_values"] = inputs["pixel_values"].to(bundle.model.dtype)
+    return inputs
+
+
+def reserved_tokens(bundle: MLLMBundle) -> list[str]:
+    """The tokenizer's special tokens (its own and the added ones, ``[MM_k]`` included): never text."""
+    tokenizer = bundle.tokenizer
+    added = [token.content for token in tokenizer.added_tokens_decoder.values() if token.special]
+    return sorted({*tokenizer.all_special_tokens, *added, *tokenizer.convert_ids_to_tokens(bundle.mm_token_ids)})
+
+
+def check_instruction_text(bundle: MLLMBundle, instruction: str) -> None:
+    """Refuse text with no UTF-8 form and the model's special tokens inside the instruction."""
+    check_encodable(instruction)
+    check_placeholders(instruction, reserved_tokens(bundle), bundle.family.name)
+
+
+def context_length(bundle: MLLMBundle) -> int:
+    return int(bundle.model.config.get_text_config().max_position_embeddings)
+
+
+def check_prompt_length(bundle: MLLMBundle, prompt_ids: torch.Tensor, image_tokens: int, instruction: str) -> None:
+    """Refuse a prompt (``prompt_ids``, image placeholder expanded) that with the ``[MM]`` tokens exceeds the context."""
+    mm = len(bundle.mm_token_ids)
+    instruction_tokens = len(bundle.tokenizer(instruction, add_special_tokens=False).input_ids)
+    check_context(
+        int(prompt_ids.shape[0]) + mm, context_length(bundle), instruction_tokens,
+        f"{int(prompt_ids.shape[0])} of prompt with {image_tokens} image tokens, then the {mm} [MM] tokens",
+        bundle.family.name,
+    )
