@@ -106,3 +106,39 @@ def test_the_vlms_mm_states_drive_an_iaa_image_branch_in_one_batched_call(comfyu
     out = sample(build_guider(recorder.install(patched), positive, negative, 7.5, 1.5), latent, steps=1)
     assert [call["x"].shape[0] for call in recorder.calls] == [3]
     assert torch.isfinite(out).all()
+
+
+def test_the_loader_node_refuses_a_folder_with_a_missing_weight_listing_it(mllm_folders):
+    from lmm_edit.loaders.errors import ModelFileError
+
+    name = write_into(mllm_folders, "tiny-llava-missing-weight", _llava_without_one_weight)
+    with pytest.raises(ModelFileError) as caught:
+        _load(name)
+    message = str(caught.value)
+    assert str(mllm_folders / name / "model.safetensors") in message and "1 missing weights" in message
+    assert "Fix: the download is incomplete" in message
+
+
+def _llava_without_one_weight(folder):
+    from safetensors.torch import load_file, save_file
+
+    from lmm_edit.selfcheck.vlm_models import write_tiny_llava
+
+    write_tiny_llava(folder)
+    state = load_file(folder / "model.safetensors")
+    del state[next(k for k in state if k.endswith("layers.0.self_attn.q_proj.weight") and "vision" not in k)]
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_the_encode_node_reports_the_instructions_problem_and_takes_a_1x1_rgba_image(mllm_folders):
+    from lmm_edit.loaders.instruction import InstructionError
+    from lmm_edit.nodes.encode import AUTO_TEMPLATE, LMMEncodeNode
+
+    lmm = _load("tiny-qwen2-vl")
+    rgba = torch.tensor([[[[0.2, 0.4, 0.6, 0.0]]]])
+    for instruction, problem in [("put <|image_pad|> here", "'<|image_pad|>' at character 4"),
+                                 ("make it red " * 60, "context is 512 tokens")]:
+        with pytest.raises(InstructionError, match=problem):
+            LMMEncodeNode.execute(lmm, rgba, instruction, 0, 0.0, AUTO_TEMPLATE, True)
+    encoded, _ = LMMEncodeNode.execute(lmm, rgba, INSTRUCTION, 0, 0.0, AUTO_TEMPLATE, True).result
+    assert encoded.hidden_states.shape == (NUM_MM_TOKENS, FAMILIES["tiny-qwen2-vl"][1])
