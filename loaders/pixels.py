@@ -59,23 +59,16 @@ def to_pil(image: Image.Image | torch.Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels))
 
 
-def rgb_pil(image: Image.Image | torch.Tensor, where: str, min_side: int = 1) -> Image.Image:
-    """An encoder's image input as 8-bit RGB PIL: a PIL image, or a ComfyUI IMAGE / IMAGE row in any layout
-    ``first_rgb`` takes (its first image; gray and RGBA become RGB; empty or non-finite is refused, naming
-    ``where``). A short side below ``min_side`` px is resized up (bicubic, aspect kept), never cropped."""
+def rgb_pil(image: Image.Image | torch.Tensor, where: str) -> Image.Image:
+    """An encoder's image input as 8-bit RGB PIL at its own size: a PIL image, or a ComfyUI IMAGE / IMAGE row
+    in any layout ``first_rgb`` takes (its first image; gray and RGBA become RGB; empty or non-finite is refused,
+    naming ``where``). The encoder's own resize takes it to the model's size (up from 1x1 too)."""
     if isinstance(image, Image.Image):
         if 0 in image.size:
             raise ValueError(f"{where}: the image is empty ({image.width}x{image.height} px). "
                              "Fix: check the node before it (a crop or a batch selection left no pixel).")
-        pil = image.convert("RGB")
-    else:
-        pil = to_pil(first_rgb(image, where)[0])
-    short = min(pil.size)
-    if short < min_side:
-        scale = min_side / short
-        size = (max(min_side, round(pil.width * scale)), max(min_side, round(pil.height * scale)))
-        pil = pil.resize(size, resample=Image.Resampling.BICUBIC)
-    return pil
+        return image.convert("RGB")
+    return to_pil(first_rgb(image, where)[0])
 
 
 def from_pil(image: Image.Image) -> torch.Tensor:

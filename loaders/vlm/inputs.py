@@ -1,8 +1,9 @@
 """What a VLM encoder takes from the user, checked before the model runs: the image and the instruction.
 
 - the image: a PIL image or a ComfyUI IMAGE (gray, RGBA, any size down to 1x1) -> 8-bit RGB PIL
-  (``pixels.rgb_pil``), its short side resized up to the smallest the image processor takes (Qwen2-VL: one
-  2x2 group of 14 px patches, 28 px; its ``smart_resize`` refuses less); empty or non-finite images are refused;
+  (``pixels.rgb_pil``) at its own size; the family's image processor resizes it (CLIP: short side to the tower's
+  size; Qwen2-VL's ``smart_resize``: up to ``min_pixels``, which takes 1x1 since transformers 5); empty or
+  non-finite images are refused, and an image the processor refuses (Qwen: aspect ratio over 200) is named;
 - the instruction: text with no UTF-8 form and the model's own special tokens (``<image>``, ``<|im_start|>``,
   ``[MM_k]`` ...) are refused (``instruction.py``), and so is a prompt longer than the LLM's context
   (``max_position_embeddings`` of its text config), counting the expanded image tokens and the ``[MM]`` tokens.
@@ -24,14 +25,9 @@ def image_input_name(bundle: MLLMBundle) -> str:
     return f"{bundle.family.name} VLM (image input)"
 
 
-def min_image_side(image_processor: object) -> int:
-    """The smallest side the processor takes: Qwen2-VL's patch x merge size (28 px); 1 for CLIP-style resizing."""
-    return int(getattr(image_processor, "patch_size", 1) or 1) * int(getattr(image_processor, "merge_size", 1) or 1)
-
-
 def as_pil_image(bundle: MLLMBundle, image: Image.Image | torch.Tensor) -> Image.Image:
-    """The encoder's image as RGB PIL, big enough for the family's processor (``pixels.rgb_pil``)."""
-    return rgb_pil(image, image_input_name(bundle), min_image_side(bundle.image_processor))
+    """The encoder's image as RGB PIL at its own size (``pixels.rgb_pil``), for the family's processor."""
+    return rgb_pil(image, image_input_name(bundle))
 
 
 def image_inputs(bundle: MLLMBundle, image: Image.Image) -> dict[str, torch.Tensor]:

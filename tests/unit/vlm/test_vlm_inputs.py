@@ -71,10 +71,16 @@ def test_gray_rgba_and_tiny_images_are_encoded(bundle, h, w, channels):
     assert result.vision_features.isfinite().all()
 
 
-def test_tiny_images_are_resized_up_to_the_processors_smallest_side(bundle):
-    side = 28 if bundle.family.name.startswith("qwen") else 1  # Qwen: 14 px patches merged 2x2
-    assert min(as_pil_image(bundle, _image(1, 3)).size) == side
+def test_images_reach_the_processor_at_their_own_size_in_rgb(bundle):
+    assert as_pil_image(bundle, _image(1, 3, 2)).size == (3, 1)  # the processor resizes, nothing is cropped
     assert as_pil_image(bundle, Image.new("L", (40, 20))).mode == "RGB"
+
+
+@pytest.mark.parametrize("folder", ["tiny_qwen2_vl_folder", "tiny_qwen2_5_vl_folder"])
+def test_an_image_the_processor_cannot_take_is_named(request, folder):
+    bundle = load_mllm(request.getfixturevalue(folder), num_mm_tokens=R)  # Qwen's smart_resize: aspect ratio <= 200
+    with pytest.raises(ValueError, match=r"VLM \(image input\): the 201x1 px image cannot be prepared.*Fix: crop"):
+        encode_instruction(bundle, _image(1, 201), "make it red")
 
 
 @pytest.mark.parametrize(("image", "problem"), [
