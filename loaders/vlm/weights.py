@@ -5,7 +5,8 @@ report), and its errors for a truncated file, a pickle or a folder asking for it
 from deep inside safetensors or torch. Here:
 
 - every weight file is found first (``model*.safetensors`` or ``pytorch_model*.bin``, through the shard
-  index when there is one) and every safetensors header is read, so a truncated file is named;
+  index when there is one) and every safetensors header is read, so a truncated file is named, and so is an
+  integer or bool weight (transformers would cast it silently; quantized folders excepted);
 - the model is loaded with ``output_loading_info``: a missing weight (tied weights are not missing: transformers
   ties them after loading) or a weight of the wrong shape refuses the folder, listing the missing, wrong-shape
   and unexpected keys;
@@ -16,7 +17,6 @@ from deep inside safetensors or torch. Here:
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
@@ -25,11 +25,12 @@ import torch
 import transformers
 
 from ..errors import ModelFileError
-from ..weight_files import read_json, read_shapes
+from ..weight_files import open_safetensors, read_json
 from .families import VLMFamily
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
+NON_FLOAT_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"}  # safetensors dtype names
 SHOWN_KEYS = 6  # keys listed per kind in a message
 DOWNLOAD_FIX = ("download the folder again (all model*.safetensors files and their index), e.g. with "
                 "huggingface-cli download <repo> --local-dir <this folder>")
@@ -57,6 +58,17 @@ def weight_files(folder: Path) -> list[Path]:
             return [folder / name]
     raise ModelFileError(folder, "the model weights: model.safetensors, or shards with model.safetensors.index.json",
                          "no weight file", DOWNLOAD_FIX)
+
+
+def check_float_weights(file: Path) -> None:
+    """Refuse integer or bool ``*.weight`` / ``*.bias`` tensors (transformers would cast them to floats silently)."""
+    with open_safetensors(file) as handle:
+        wrong = [f"{key} ({handle.get_slice(key).get_dtype()})" for key in handle.keys()
+                 if key.endswith((".weight", ".bias")) and handle.get_slice(key).get_dtype() in NON_FLOAT_DTYPES]
+    if wrong:
+        raise ModelFileError(file, "floating-point weights and biases (F32, F16, BF16)",
+                             f"{len(wrong)} integer or bool tensors ({_key_list(wrong)})",
+                             "the file is damaged or was written by another tool; " + DOWNLOAD_FIX)
 
 
 def _key_list(keys: list[str]) -> str:
@@ -98,17 +110,19 @@ REFUSED_GLOBAL = "GLOBAL "  # the line of torch's weights_only error that names 
 def _first_line(err: BaseException) -> str:
     """The error's type and its telling line (for a refused pickle: the one naming the global), no colour codes."""
     lines = [line.strip() for line in ANSI_ESCAPE.sub("", str(err)).splitlines() if line.strip()] or [""]
-    line = next((line for line in lines if REFUSED_GLOBAL in line), lines[0])
-    return f"{type(err).__name__}: {line[:200]}"
+    at = next((i for i, line in enumerate(lines) if REFUSED_GLOBAL in line), 0)
+    line = lines[at] + (" " + lines[at + 1] if lines[at].endswith(":") and at + 1 < len(lines) else "")
+    return f"{type(err).__name__}: {line[:300]}"
 
 
 def load_model(folder: Path, family: VLMFamily, dtype: torch.dtype | None) -> torch.nn.Module:
     """The family's transformers model from ``folder``; incomplete, wrong or unreadable weights raise
     ``ModelFileError``."""
     files = weight_files(folder)
+    quantized = "quantization_config" in read_json(folder / "config.json")
     for file in files:
-        if file.suffix == ".safetensors":
-            read_shapes(file)  # the header: a truncated or foreign file is named here
+        if file.suffix == ".safetensors" and not quantized:
+            check_float_weights(file)  # reads the header: a truncated or foreign file is named here too
     model_class = getattr(transformers, family.model_class)
     try:
         # local_files_only: a node never downloads (python -m lmm_edit download does, when asked)
@@ -121,10 +135,10 @@ def load_model(folder: Path, family: VLMFamily, dtype: torch.dtype | None) -> to
             f"a pickle with other objects ({_first_line(err)})",
             "use the model.safetensors files of the model instead of pytorch_model.bin",
         ) from err
-    except (OSError, ValueError, RuntimeError, TypeError, KeyError, json.JSONDecodeError) as err:
+    except Exception as err:  # noqa: BLE001 - transformers' errors have no common base; each is named here
         raise ModelFileError(
-            _files_text(files), f"weights and config.json transformers can load as {family.model_class}",
-            _first_line(err), DOWNLOAD_FIX,
+            folder, f"config.json and {_files_text(files)} that transformers can load as {family.model_class}",
+            _first_line(err), "use the config.json that came with these weights; " + DOWNLOAD_FIX,
         ) from err
     check_loading_info(info, files, family.model_class)
     return model
@@ -143,7 +157,7 @@ def load_processor(folder: Path, kind: str) -> object:
         return transformers.AutoImageProcessor.from_pretrained(
             folder, backend="pil", local_files_only=True, trust_remote_code=False,
         )
-    except (OSError, ValueError, RuntimeError, TypeError, KeyError, ImportError, json.JSONDecodeError) as err:
+    except Exception as err:  # noqa: BLE001 - transformers' errors have no common base; each is named here
         remote = "trust_remote_code" in str(err)
         raise ModelFileError(
             folder, f"the {kind} files {', '.join(names)} of the model (as save_pretrained writes them)",

@@ -78,6 +78,27 @@ def test_a_weight_of_the_wrong_shape_is_named_with_both_shapes(llava_copy):
     assert str(llava_copy / "model.safetensors") in message and "Fix:" in message
 
 
+def test_an_integer_weight_is_refused_instead_of_cast(llava_copy):
+    def change(state):
+        key = _file_key(state)
+        state[key] = torch.ones_like(state[key], dtype=torch.int32)
+
+    _rewrite_weights(llava_copy, change)
+    message = _refusal(llava_copy)
+    assert str(llava_copy / "model.safetensors") in message and "expected floating-point weights" in message
+    assert f"1 integer or bool tensors (language_model.model.{Q_PROJ_SUFFIX} (I32))" in message and "Fix:" in message
+
+
+def test_a_config_transformers_refuses_is_named_with_its_reason(llava_copy):
+    config = json.loads((llava_copy / "config.json").read_text())
+    config["text_config"]["num_attention_heads"] = 5  # 48 wide
+    (llava_copy / "config.json").write_text(json.dumps(config))
+    message = _refusal(llava_copy)
+    assert message.startswith(f"{llava_copy}: expected config.json and ")
+    assert "hidden size (48) is not a multiple of the number of attention heads (5)" in message
+    assert "Fix: use the config.json that came with these weights" in message
+
+
 def test_a_truncated_weight_file_is_named(llava_copy):
     weights = llava_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -131,6 +152,13 @@ def test_an_unreadable_tokenizer_file_is_named(llava_copy):
     (llava_copy / "tokenizer.json").write_text("{not json")
     message = _refusal(llava_copy)
     assert "tokenizer.json" in message and "JSONDecodeError" in message and "Fix: copy tokenizer.json" in message
+
+
+def test_an_image_processor_config_that_is_not_an_object_is_named(llava_copy):
+    (llava_copy / "preprocessor_config.json").write_text("[1, 2]")
+    message = _refusal(llava_copy)
+    assert f"{llava_copy}: expected the image processor files preprocessor_config.json" in message
+    assert "Fix: copy preprocessor_config.json" in message
 
 
 AUTO_MAP = {
