@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from huggingface_hub.errors import StrictDataclassError
 
 from ..errors import ModelFileError
 from ..weight_files import open_safetensors, read_json
@@ -103,6 +104,10 @@ def check_loading_info(info: dict, files: list[Path], model_class: str) -> None:
     )
 
 
+# What transformers raises for files it cannot use (config validation raises huggingface_hub's
+# StrictDataclassError; malformed JSON values surface as AttributeError / TypeError / KeyError)
+TRANSFORMERS_ERRORS = (OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError, ImportError,
+                       StrictDataclassError)
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 REFUSED_GLOBAL = "GLOBAL "  # the line of torch's weights_only error that names the refused object
 
@@ -135,7 +140,7 @@ def load_model(folder: Path, family: VLMFamily, dtype: torch.dtype | None) -> to
             f"a pickle with other objects ({_first_line(err)})",
             "use the model.safetensors files of the model instead of pytorch_model.bin",
         ) from err
-    except Exception as err:  # noqa: BLE001 - transformers' errors have no common base; each is named here
+    except TRANSFORMERS_ERRORS as err:
         raise ModelFileError(
             folder, f"config.json and {_files_text(files)} that transformers can load as {family.model_class}",
             _first_line(err), "use the config.json that came with these weights; " + DOWNLOAD_FIX,
@@ -157,7 +162,7 @@ def load_processor(folder: Path, kind: str) -> object:
         return transformers.AutoImageProcessor.from_pretrained(
             folder, backend="pil", local_files_only=True, trust_remote_code=False,
         )
-    except Exception as err:  # noqa: BLE001 - transformers' errors have no common base; each is named here
+    except TRANSFORMERS_ERRORS as err:
         remote = "trust_remote_code" in str(err)
         raise ModelFileError(
             folder, f"the {kind} files {', '.join(names)} of the model (as save_pretrained writes them)",
