@@ -79,7 +79,7 @@ def encode_instruction(
     (the reference would fail its assertion) and `extras["problem"]` says what happened.
     """
     human = resolve_template(template, seed)
-    ids = torch.tensor(lmm.tokenizer.encode(check_instruction(lmm, instruction, human)), dtype=torch.long)
+    ids = torch.tensor(checked_prompt_ids(lmm, instruction, human), dtype=torch.long)
     feats, projected = vision_features(lmm, image)
     prompt = prompt_inputs(lmm, ids, projected)
     result: DecodeResult = decode_image_states(
@@ -107,22 +107,22 @@ def encode_instruction(
     )
 
 
-def check_instruction(lmm: SmartEditLMM, instruction: str, human: str) -> str:
-    """The prompt of ``instruction``, after refusing text with no UTF-8 form, SmartEdit's own tokens in it and a
+def checked_prompt_ids(lmm: SmartEditLMM, instruction: str, human: str) -> list[int]:
+    """The prompt's token ids (with the one <img_0> slot), after refusing text with no UTF-8 form, SmartEdit's own tokens in it and a
     prompt (image features and the 32 image tokens counted) longer than the LLM's context."""
     check_encodable(instruction)
     tokenizer = lmm.tokenizer
     check_placeholders(instruction, [*tokenizer.added, *tokenizer.special], lmm.info.family)
-    prompt = build_prompt(instruction, human)
+    ids = tokenizer.encode(build_prompt(instruction, human))
     image_features = lmm.vision.config.grid ** 2  # the <img_0> slot becomes P = 256 CLIP features
     image_tokens = len(lmm.info.image_token_ids)
-    prompt_tokens = len(tokenizer.encode(prompt)) - 1 + image_features
+    prompt_tokens = len(ids) - 1 + image_features
     check_context(
         prompt_tokens + image_tokens, lmm.info.context, len(tokenizer.encode(instruction, add_bos=False)),
         f"{prompt_tokens} of prompt with {image_features} image features, then the {image_tokens} image tokens "
         f"{_token_range(lmm)}", lmm.info.family,
     )
-    return prompt
+    return ids
 
 
 def _token_range(lmm: SmartEditLMM) -> str:
