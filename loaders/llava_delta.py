@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from .errors import ModelFileError
+from .shard_index import read_shard_index
 from .weight_files import load_torch_file, open_safetensors
 
 EXTRA_ROWS = 3  # LLaVA-1.1's added tokens
@@ -55,7 +56,7 @@ def weight_map(folder: Path) -> dict[str, Path]:
     """Tensor name -> shard file, from the index or the single weight file."""
     for name in INDEX_FILES:
         if (folder / name).is_file():
-            return {k: folder / v for k, v in json.loads((folder / name).read_text())["weight_map"].items()}
+            return read_shard_index(folder / name)
     for name in SINGLE_FILES:
         if (folder / name).is_file():
             return dict.fromkeys(_shard_keys(folder / name), folder / name)

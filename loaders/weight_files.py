@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,45 +28,100 @@ from .errors import ModelFileError
 
 REDOWNLOAD = "download the file again and compare its size with the one on the model page"
 DICT_OF_TENSORS = "a dict of tensors"
+TRUNCATED_FIX = "the file is truncated or corrupt: download the file again and compare its size with the one on the model page"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80"  # pickle protocol 2+: torch.save(_use_new_zipfile_serialization=False)
 
 
 def _first_line(err: BaseException) -> str:
-    return (str(err).splitlines() or [type(err).__name__])[0][:160]
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+    return (lines or [type(err).__name__])[0][:160]
+
+
+def _refused_global(err: BaseException) -> str:
+    """The line of a weights_only refusal that names the refused global, without terminal colour codes."""
+    for line in _ANSI.sub("", str(err)).splitlines():
+        line = line.strip()
+        if "Unsupported global" in line or "WeightsUnpickler error" in line:
+            line = line.removeprefix("WeightsUnpickler error:").strip()
+            return line.split(". Please use")[0][:240]
+    return _first_line(err)
 
 
 def check_file(path: Path, expected: str = "a weight file") -> Path:
+    """``path`` as a ``Path`` after checking it is a file this process can read."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(path, expected, "a folder", "point at the file inside the folder, not the folder")
     if not path.is_file():
         raise ModelFileError(path, expected, "nothing at this path", "check the folder and the file name")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as err:
+        raise ModelFileError(
+            path, f"{expected} readable by this user", "a file that exists but cannot be read (permission denied)",
+            f"make it readable for the user running ComfyUI: chmod a+r '{path}' (or chown it to that user)",
+        ) from err
     return path
 
 
+def _damaged(path: Path, err: BaseException) -> ModelFileError:
+    """Why a torch.save file cannot be read: cut short (zip or legacy), or not a torch file at all."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    size = path.stat().st_size
+    if head.startswith(_ZIP_MAGIC):
+        found = f"a zip-format torch file of {size} bytes, probably truncated by an interrupted download ({_first_line(err)})"
+    elif head.startswith(_LEGACY_MAGIC):
+        found = f"a legacy-format (non-zip) torch file of {size} bytes that ends too early: probably truncated"
+    elif head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        found = f"an HTML page ({size} bytes): the download saved an error or login page"
+    elif head.startswith(b"version https://git-lfs"):
+        return ModelFileError(path, "a torch.save file", "a Git LFS pointer, not the weights",
+                              "run `git lfs pull` in the repository, or download the file itself")
+    else:
+        found = f"{size} bytes that are not a torch.save file ({_first_line(err)})"
+    return ModelFileError(path, "a complete torch.save file", found, TRUNCATED_FIX)
+
+
 def load_torch_file(path: Path, *, expected_object: str, pickle_fix: str, mmap: bool = False) -> object:
-    """``torch.load(weights_only=True)`` on CPU; unreadable or unsafe files raise ``ModelFileError``."""
+    """``torch.load(weights_only=True)`` on CPU; unreadable or unsafe files raise ``ModelFileError``.
+
+    mmap needs the zip format: a legacy-format (non-zip) file is read again without it.
+    """
+    path = check_file(path, expected_object)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (RuntimeError, zipfile.BadZipFile, EOFError) as err:
-        raise ModelFileError(
-            path, "a complete torch.save file",
-            f"a file torch cannot read ({_first_line(err)}); it is {path.stat().st_size} bytes, "
-            "probably truncated by an interrupted download",
-            REDOWNLOAD,
-        ) from err
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap or zipfile.is_zipfile(path):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=False)  # legacy format
     except pickle.UnpicklingError as err:
-        raise ModelFileError(path, expected_object, f"a pickle with other objects ({_first_line(err)})", pickle_fix) from err
+        if "Unsupported global" not in str(err) and "WeightsUnpickler" not in str(err):
+            raise _damaged(path, err) from err
+        raise ModelFileError(
+            path, expected_object, f"a pickle with other objects, refused by weights_only ({_refused_global(err)})",
+            pickle_fix,
+        ) from err
+    except (RuntimeError, zipfile.BadZipFile, EOFError, IndexError, ValueError) as err:
+        raise _damaged(path, err) from err
 
 
 @contextmanager
 def open_safetensors(path: Path) -> Iterator:
     """``safe_open`` on CPU; a truncated or foreign file raises ``ModelFileError`` (also from reads inside the block)."""
+    path = check_file(path, "a safetensors file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             yield handle
     except SafetensorError as err:
         raise ModelFileError(
             path, "a complete safetensors file",
-            f"an unreadable file ({err}); it is {path.stat().st_size} bytes, probably truncated",
-            REDOWNLOAD,
+            f"an unreadable file ({_first_line(err)}); it is {path.stat().st_size} bytes, probably truncated",
+            TRUNCATED_FIX,
         ) from err
 
 
@@ -122,21 +178,50 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
+def _no_tensor(path: Path, key: str, keys) -> ModelFileError:
+    return ModelFileError(path, f"the tensor {key}", f"{len(keys)} tensors without it",
+                          "download the file again; a sharded model needs its index and every shard of one download")
+
+
 def read_rows(path: str | Path, key: str, stop: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Rows [0, stop) of the 2-D tensor ``key`` of ``path``, read without loading the rest of the file."""
     path = check_file(path)
     if path.suffix == ".safetensors":
         with open_safetensors(path) as handle:
+            if key not in handle.keys():
+                raise _no_tensor(path, key, handle.keys())
             rows = handle.get_slice(key)[:stop]
     else:
-        rows = _torch_state(path, DICT_OF_TENSORS, REDOWNLOAD, True)[key][:stop]
+        state = _torch_state(path, DICT_OF_TENSORS, REDOWNLOAD, True)
+        if key not in state:
+            raise _no_tensor(path, key, state)
+        rows = state[key][:stop]
     return rows.contiguous().clone() if dtype is None else rows.to(dtype).contiguous()
 
 
 def read_json(path: str | Path, fix: str = "restore the file from its source") -> dict:
-    """A JSON file as a dict; a missing or invalid file raises ``ModelFileError``."""
+    """A JSON object file as a dict; a missing, unreadable, non-UTF-8 or invalid file raises ``ModelFileError``."""
     path = check_file(path, "a JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ModelFileError(path, "a UTF-8 JSON file", f"bytes that are not UTF-8 (at byte {err.start})", fix) from err
     except json.JSONDecodeError as err:
         raise ModelFileError(path, "a JSON file", f"invalid JSON ({err})", fix) from err
+    if not isinstance(data, dict):
+        raise ModelFileError(path, "a JSON object ({...})", f"a JSON {type(data).__name__}", fix)
+    return data
+
+
+def open_sentencepiece(path: str | Path, fix: str):
+    """A ``sentencepiece.SentencePieceProcessor`` of ``path``; a file it cannot parse raises ``ModelFileError``."""
+    import sentencepiece as spm
+
+    path = check_file(path, "a SentencePiece model (tokenizer.model)")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as err:
+        raise ModelFileError(
+            path, "a SentencePiece model (tokenizer.model)",
+            f"{path.stat().st_size} bytes SentencePiece cannot parse ({_first_line(err)})", fix,
+        ) from err

@@ -15,6 +15,7 @@ import torch
 from ..errors import ModelFileError
 from ..llama import rope_inv_freq
 from ..operations import DEFAULT_OPERATIONS
+from ..shard_index import check_shard_holds, read_shard_index
 from ..weight_files import read_json, read_tensors
 from .llm import PREDICTOR, PROJECTOR, Any2PixLLM, Any2PixLLMConfig
 from .tokenizer import Any2PixTokenizer
@@ -47,17 +48,7 @@ def weight_files(folder: Path) -> list[Path]:
     for name in INDEX_FILES:
         index = folder / name
         if index.is_file():
-            weight_map = _json(index).get("weight_map")
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise ModelFileError(index, "a shard index with a `weight_map`", "no weight_map", "re-download the index file")
-            shards = [folder / f for f in sorted(set(weight_map.values()))]
-            missing = [s.name for s in shards if not s.is_file()]
-            if missing:
-                raise ModelFileError(
-                    index, f"the {len(shards)} shards it names", f"{len(missing)} missing: {', '.join(missing[:4])}",
-                    "download every shard listed in the index into the same folder",
-                )
-            return shards
+            return sorted(set(read_shard_index(index).values()))
     for name in SINGLE_FILES:
         if (folder / name).is_file():
             return [folder / name]
@@ -78,8 +69,13 @@ def _needed(key: str) -> bool:
 
 def read_llm_state(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
+    index = next((folder / n for n in INDEX_FILES if (folder / n).is_file()), None)
+    placed = read_shard_index(index) if index is not None else {}
     for file in weight_files(folder):
-        state.update(read_tensors(file, _needed, dtype, expected_object="a dict of LLM tensors"))
+        part = read_tensors(file, _needed, dtype, expected_object="a dict of LLM tensors")
+        if index is not None:
+            check_shard_holds(file, part, placed, index, _needed)
+        state.update(part)
     return state
 
 
