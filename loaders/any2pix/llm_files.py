@@ -16,6 +16,7 @@ from ..errors import ModelFileError
 from ..llama import rope_inv_freq
 from ..operations import DEFAULT_OPERATIONS
 from ..shard_index import check_shard_holds, read_shard_index
+from ..state_checks import load_checked
 from ..weight_files import read_json, read_tensors
 from .llm import PREDICTOR, PROJECTOR, Any2PixLLM, Any2PixLLMConfig
 from .tokenizer import Any2PixTokenizer
@@ -97,6 +98,13 @@ def _module_state(state: dict[str, torch.Tensor], config: Any2PixLLMConfig) -> d
     return out
 
 
+def _file_key(key: str) -> str:
+    """`Any2PixLLM` key -> the key of the release files (projector/predictor layers keep the module's numbering)."""
+    if key == "llm.lm_head.weight":
+        return "lm_head.weight"
+    return "model." + key.removeprefix("llm.")
+
+
 def load_llm(
     folder: str | Path, dtype: torch.dtype = torch.float32, operations=DEFAULT_OPERATIONS
 ) -> tuple[Any2PixLLM, Any2PixTokenizer]:
@@ -117,14 +125,8 @@ def load_llm(
     with torch.device("meta"):
         model = Any2PixLLM(config, operations)
     module_state = _module_state(state, config)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(module_state)), sorted(set(module_state) - expected)
-    if missing or unexpected:
-        raise ModelFileError(
-            folder, "the LLaMA decoder, lm_head, vae_projector_image and vae_predictor_image tensors of "
-            f"a {config.depth}-layer projector", f"missing {missing[:4]}, unexpected {unexpected[:4]}", RELEASE_FIX,
-        )
-    model.load_state_dict(module_state, strict=True, assign=True)
+    load_checked(model, module_state, folder, "the LLaMA decoder, lm_head, vae_projector_image and vae_predictor_image "
+                 f"tensors of a {config.depth}-layer projector", RELEASE_FIX, _file_key)
     model.llm.inv_freq = model.llm.inv_freq.float()
     return model.eval(), tokenizer
 
