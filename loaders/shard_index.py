@@ -18,11 +18,16 @@ INDEX_FIX = "download the index and every shard it lists again, from the same re
 def read_shard_index(index: str | Path) -> dict[str, Path]:
     """Tensor key -> shard path, after checking the index has a `weight_map` and every listed shard exists."""
     index = Path(index)
-    weight_map = read_json(index, fix=INDEX_FIX).get("weight_map")
+    data = read_json(index, fix=INDEX_FIX)
+    weight_map = data.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
-        found = "no weight_map" if weight_map is None else f"a weight_map of type {type(weight_map).__name__}"
-        raise ModelFileError(index, 'a shard index with a "weight_map" {tensor key: shard file name}',
-                             found if weight_map else "an empty weight_map", INDEX_FIX)
+        if weight_map is None:
+            found = f"no weight_map (keys {sorted(data)})"
+        elif isinstance(weight_map, dict) and not weight_map:
+            found = "an empty weight_map"
+        else:
+            found = f"a weight_map that is not {{key: file name}} (a {type(weight_map).__name__})"
+        raise ModelFileError(index, 'a shard index with a "weight_map" {tensor key: shard file name}', found, INDEX_FIX)
     folder = index.parent
     shards = sorted(set(weight_map.values()))
     missing = [name for name in shards if not (folder / name).is_file()]
