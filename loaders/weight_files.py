@@ -40,12 +40,12 @@ def _first_line(err: BaseException) -> str:
 
 
 def _refused_global(err: BaseException) -> str:
-    """The line of a weights_only refusal that names the refused global, without terminal colour codes."""
-    for line in _ANSI.sub("", str(err)).splitlines():
-        line = line.strip()
-        if "Unsupported global" in line or "WeightsUnpickler error" in line:
-            line = line.removeprefix("WeightsUnpickler error:").strip()
-            return line.split(". Please use")[0][:240]
+    """The line of a weights_only refusal that names what it refused (the global), without terminal colour codes."""
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "Unsupported global" in line or "WeightsUnpickler error:" in line:
+            detail = line.split("WeightsUnpickler error:")[-1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return detail.split(". Please use")[0][:240]
     return _first_line(err)
 
 
@@ -82,8 +82,22 @@ def _damaged(path: Path, err: BaseException) -> ModelFileError:
         return ModelFileError(path, "a torch.save file", "a Git LFS pointer, not the weights",
                               "run `git lfs pull` in the repository, or download the file itself")
     else:
-        found = f"{size} bytes that are not a torch.save file ({_first_line(err)})"
+        found = f"{size} bytes that are not a torch.save file ({_refused_global(err)})"
     return ModelFileError(path, "a complete torch.save file", found, TRUNCATED_FIX)
+
+
+def _ends_inside_global(path: Path, refused: str) -> bool:
+    """A legacy pickle cut inside a GLOBAL opcode ("c<module>\\n<name>\\n") reads as a refused, half-named global:
+    the file then ends within a few bytes of that half name."""
+    match = re.search(r"GLOBAL (\S*)", refused)
+    if match is None:
+        return False
+    module, _, name = match.group(1).rpartition(".")
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 512))
+        tail = handle.read()
+    # torch's unpickler drops the last byte of each line it reads (the newline it expects), so allow for it
+    return tail.rfind(module.encode()) >= len(tail) - len(module) - len(name) - 3
 
 
 def load_torch_file(path: Path, *, expected_object: str, pickle_fix: str, mmap: bool = False) -> object:
@@ -100,13 +114,19 @@ def load_torch_file(path: Path, *, expected_object: str, pickle_fix: str, mmap: 
                 raise
             return torch.load(path, map_location="cpu", weights_only=True, mmap=False)  # legacy format
     except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err) and "WeightsUnpickler" not in str(err):
-            raise _damaged(path, err) from err
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        refused = _refused_global(err)
+        if (refused.startswith("Unsupported operand") or not head.startswith((_ZIP_MAGIC, _LEGACY_MAGIC))
+                or (head.startswith(_LEGACY_MAGIC) and _ends_inside_global(path, refused))):
+            raise _damaged(path, err) from err  # bytes no pickle writes: cut short, or not a torch file at all
         raise ModelFileError(
-            path, expected_object, f"a pickle with other objects, refused by weights_only ({_refused_global(err)})",
-            pickle_fix,
+            path, expected_object, f"a pickle with other objects, refused by weights_only ({refused})", pickle_fix,
         ) from err
-    except (RuntimeError, zipfile.BadZipFile, EOFError, IndexError, ValueError) as err:
+    except PermissionError as err:
+        raise ModelFileError(path, expected_object, "a file this user cannot read (permission denied)",
+                             f"make it readable for the user running ComfyUI: chmod a+r '{path}'") from err
+    except Exception as err:  # anything else torch.load meets (EOFError, struct.error, zip errors) is a damaged file
         raise _damaged(path, err) from err
 
 
