@@ -204,7 +204,7 @@ def _no_tensor(path: Path, key: str, keys) -> ModelFileError:
 
 
 def read_rows(path: str | Path, key: str, stop: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Rows [0, stop) of the 2-D tensor ``key`` of ``path``, read without loading the rest of the file."""
+    """Rows [0, stop) of the 2-D float tensor ``key`` of ``path``, read without loading the rest of the file."""
     path = check_file(path)
     if path.suffix == ".safetensors":
         with open_safetensors(path) as handle:
@@ -216,6 +216,9 @@ def read_rows(path: str | Path, key: str, stop: int, dtype: torch.dtype | None =
         if key not in state:
             raise _no_tensor(path, key, state)
         rows = state[key][:stop]
+    if not rows.is_floating_point():
+        raise ModelFileError(path, f"{key} as floating-point weights", f"a {rows.dtype} tensor",
+                             "download the file again (integer or bool weights mean a damaged or foreign file)")
     return rows.contiguous().clone() if dtype is None else rows.to(dtype).contiguous()
 
 

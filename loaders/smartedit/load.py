@@ -94,6 +94,7 @@ def load_lmm(
     state = read_tensors(bundle.llm, lambda k: k.startswith(LLM_PREFIX) and not any(s in k for s in small), dtype)
     state.update(read_tensors(bundle.llm, lambda k: k.startswith(LLM_PREFIX) and any(s in k for s in small)))
     state = _strip_llm_keys(state, bundle.llm)
+    check_float_tensors(state, bundle.llm, RELEASE_FIX, _llm_key)
     config = _llm_config(state, llava.config, bundle.llm)
     head_rows = read_shapes(bundle.embeddings_qformer).get("lm_head.weight", (0,))[0]
     base_vocab = check_vocab(config.vocab, head_rows, llava, tokenizer, bundle)
@@ -103,6 +104,7 @@ def load_lmm(
     if set(extra) != set(extra_keys):
         raise ModelFileError(bundle.embeddings_qformer, f"the tensors {', '.join(extra_keys)}",
                              f"{', '.join(sorted(extra)) or 'none of them'}", RELEASE_FIX)
+    check_float_tensors(extra, bundle.embeddings_qformer, RELEASE_FIX)
     llm_state = merge_lora(state, bundle.lora, bundle.llm)
     inv_freq = llm_state.get("layers.0.self_attn.rotary_emb.inv_freq")
     for key in [k for k in llm_state if "rotary_emb" in k]:

@@ -77,6 +77,19 @@ def test_integer_or_bool_weights_are_refused_by_key(release, dtype):
     _check(info.value, bundle.bim.name, key, "floating-point", str(dtype), "download")
 
 
+@pytest.mark.parametrize("where", ["llm", "llava"])
+def test_integer_embedding_rows_are_refused_before_any_cast(release, where):
+    """The embedding rows are cast to the compute dtype while assembled: an int table must be refused first."""
+    if where == "llm":
+        path, key = find_bundle(release.bundle, file_format="bin").llm, "model.base_model.model.embed_tokens.weight"
+    else:
+        path, key = release.llava / "pytorch_model-00001-of-00002.bin", "model.embed_tokens.weight"
+    _edit(path, lambda s: s.__setitem__(key, s[key].to(torch.int16)))
+    with pytest.raises(ModelFileError) as info:
+        _load(release, file_format="bin")
+    _check(info.value, path.name, key, "floating-point", "torch.int16", "download")
+
+
 def _index(release) -> dict:
     return json.loads((release.llava / "pytorch_model.bin.index.json").read_text())
 
