@@ -3,7 +3,8 @@
 `.bin`/`.pt`/`.pth` go through ``torch.load(weights_only=True)``, `.safetensors` through ``safe_open``,
 JSON through ``read_json``. Whatever goes wrong (a missing file, a download cut short, a pickle with
 foreign objects, invalid JSON) raises ``ModelFileError`` naming the file, what was expected, what was
-found and the fix.
+found and the fix. A file that exists but cannot be read is a permission problem, not a missing one; what is
+wrong with a file torch cannot read (cut short, a refused pickle, not a weight file) is told by ``file_faults``.
 
 SmartEdit's release `.bin` files were written by DeepSpeed ZeRO-2 training (TencentARC/SmartEdit
 `train/DS_SmartEdit_train.py`, ``LLMSDTrainer._save``): each tensor may be a view of one multi-GB flat
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,30 +25,19 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import ModelFileError
+from .file_faults import (
+    LEGACY_MAGIC,
+    TRUNCATED_FIX,
+    ZIP_MAGIC,
+    damaged,
+    ends_inside_global,
+    first_line,
+    not_weights,
+    refused_global,
+)
 
 REDOWNLOAD = "download the file again and compare its size with the one on the model page"
 DICT_OF_TENSORS = "a dict of tensors"
-TRUNCATED_FIX = "the file is truncated or corrupt: download the file again and compare its size with the one on the model page"
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_ZIP_MAGIC = b"PK\x03\x04"
-_LEGACY_MAGIC = b"\x80"  # pickle protocol 2+: torch.save(_use_new_zipfile_serialization=False)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
-    return (lines or [type(err).__name__])[0][:160]
-
-
-def _refused_global(err: BaseException) -> str:
-    """The line of a weights_only refusal that names what it refused (the global), without terminal colour codes."""
-    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if "Unsupported global" in line or "WeightsUnpickler error:" in line:
-            detail = line.split("WeightsUnpickler error:")[-1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
-            return detail.split(". Please use")[0][:240]
-    return _first_line(err)
-
-
 def check_file(path: Path, expected: str = "a weight file") -> Path:
     """``path`` as a ``Path`` after checking it is a file this process can read."""
     path = Path(path)
@@ -67,39 +56,6 @@ def check_file(path: Path, expected: str = "a weight file") -> Path:
     return path
 
 
-def _damaged(path: Path, err: BaseException) -> ModelFileError:
-    """Why a torch.save file cannot be read: cut short (zip or legacy), or not a torch file at all."""
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-    size = path.stat().st_size
-    if head.startswith(_ZIP_MAGIC):
-        found = f"a zip-format torch file of {size} bytes, probably truncated by an interrupted download ({_first_line(err)})"
-    elif head.startswith(_LEGACY_MAGIC):
-        found = f"a legacy-format (non-zip) torch file of {size} bytes that ends too early: probably truncated"
-    elif head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
-        found = f"an HTML page ({size} bytes): the download saved an error or login page"
-    elif head.startswith(b"version https://git-lfs"):
-        return ModelFileError(path, "a torch.save file", "a Git LFS pointer, not the weights",
-                              "run `git lfs pull` in the repository, or download the file itself")
-    else:
-        found = f"{size} bytes that are not a torch.save file ({_refused_global(err)})"
-    return ModelFileError(path, "a complete torch.save file", found, TRUNCATED_FIX)
-
-
-def _ends_inside_global(path: Path, refused: str) -> bool:
-    """A legacy pickle cut inside a GLOBAL opcode ("c<module>\\n<name>\\n") reads as a refused, half-named global:
-    the file then ends within a few bytes of that half name."""
-    match = re.search(r"GLOBAL (\S*)", refused)
-    if match is None:
-        return False
-    module, _, name = match.group(1).rpartition(".")
-    with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 512))
-        tail = handle.read()
-    # torch's unpickler drops the last byte of each line it reads (the newline it expects), so allow for it
-    return tail.rfind(module.encode()) >= len(tail) - len(module) - len(name) - 3
-
-
 def load_torch_file(path: Path, *, expected_object: str, pickle_fix: str, mmap: bool = False) -> object:
     """``torch.load(weights_only=True)`` on CPU; unreadable or unsafe files raise ``ModelFileError``.
 
@@ -116,10 +72,10 @@ def load_torch_file(path: Path, *, expected_object: str, pickle_fix: str, mmap: 
     except pickle.UnpicklingError as err:
         with open(path, "rb") as handle:
             head = handle.read(4)
-        refused = _refused_global(err)
-        if (refused.startswith("Unsupported operand") or not head.startswith((_ZIP_MAGIC, _LEGACY_MAGIC))
-                or (head.startswith(_LEGACY_MAGIC) and _ends_inside_global(path, refused))):
-            raise _damaged(path, err) from err  # bytes no pickle writes: cut short, or not a torch file at all
+        refused = refused_global(err)
+        if (refused.startswith("Unsupported operand") or not head.startswith((ZIP_MAGIC, LEGACY_MAGIC))
+                or (head.startswith(LEGACY_MAGIC) and ends_inside_global(path, refused))):
+            raise damaged(path, err) from err  # bytes no pickle writes: cut short, or not a torch file at all
         raise ModelFileError(
             path, expected_object, f"a pickle with other objects, refused by weights_only ({refused})", pickle_fix,
         ) from err
@@ -127,7 +83,7 @@ def load_torch_file(path: Path, *, expected_object: str, pickle_fix: str, mmap: 
         raise ModelFileError(path, expected_object, "a file this user cannot read (permission denied)",
                              f"make it readable for the user running ComfyUI: chmod a+r '{path}'") from err
     except Exception as err:  # anything else torch.load meets (EOFError, struct.error, zip errors) is a damaged file
-        raise _damaged(path, err) from err
+        raise damaged(path, err) from err
 
 
 @contextmanager
@@ -138,9 +94,12 @@ def open_safetensors(path: Path) -> Iterator:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             yield handle
     except SafetensorError as err:
+        foreign = not_weights(path, "a safetensors file")
+        if foreign is not None:
+            raise foreign from err
         raise ModelFileError(
             path, "a complete safetensors file",
-            f"an unreadable file ({_first_line(err)}); it is {path.stat().st_size} bytes, probably truncated",
+            f"an unreadable file ({first_line(err)}); it is {path.stat().st_size} bytes, probably truncated",
             TRUNCATED_FIX,
         ) from err
 
@@ -246,5 +205,5 @@ def open_sentencepiece(path: str | Path, fix: str):
     except (RuntimeError, OSError) as err:
         raise ModelFileError(
             path, "a SentencePiece model (tokenizer.model)",
-            f"{path.stat().st_size} bytes SentencePiece cannot parse ({_first_line(err)})", fix,
+            f"{path.stat().st_size} bytes SentencePiece cannot parse ({first_line(err)})", fix,
         ) from err

@@ -96,8 +96,9 @@ def test_a_legacy_format_bin_cut_anywhere_says_truncated(tmp_path):
     (b"<!DOCTYPE html><html><body>Sign in</body></html>", ("HTML page", "download")),
     (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n", ("Git LFS pointer", "git lfs pull")),
 ], ids=["html", "lfs-pointer"])
-def test_a_download_that_saved_something_else(tmp_path, content, words):
-    path = tmp_path / "ip-adapter_sd15.bin"
+@pytest.mark.parametrize("suffix", [".bin", ".safetensors"])
+def test_a_download_that_saved_something_else(tmp_path, content, words, suffix):
+    path = tmp_path / f"ip-adapter_sd15{suffix}"
     path.write_bytes(content)
     with pytest.raises(ModelFileError) as info:
         load_image_adapter(path)
