@@ -56,6 +56,21 @@ def check_file(path: Path, expected: str = "a weight file") -> Path:
     return path
 
 
+def check_folder(path: str | Path, expected: str, fix: str) -> Path:
+    """``path`` after checking it is a folder this process can list (a permission problem is not a missing folder)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFileError(path, expected, "a file" if path.exists() else "no folder at this path", fix)
+    try:
+        next(path.iterdir(), None)
+    except PermissionError as err:
+        raise ModelFileError(
+            path, f"{expected} readable by this user", "a folder that exists but cannot be listed (permission denied)",
+            f"make it readable for the user running ComfyUI: chmod -R a+rX '{path}' (or chown it to that user)",
+        ) from err
+    return path
+
+
 def load_torch_file(path: Path, *, expected_object: str, pickle_fix: str, mmap: bool = False) -> object:
     """``torch.load(weights_only=True)`` on CPU; unreadable or unsafe files raise ``ModelFileError``.
 

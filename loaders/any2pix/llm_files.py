@@ -17,7 +17,7 @@ from ..llama import rope_inv_freq
 from ..operations import DEFAULT_OPERATIONS
 from ..shard_index import check_shard_holds, read_shard_index
 from ..state_checks import load_checked
-from ..weight_files import read_json, read_tensors
+from ..weight_files import check_folder, read_json, read_tensors
 from .llm import PREDICTOR, PROJECTOR, Any2PixLLM, Any2PixLLMConfig
 from .tokenizer import Any2PixTokenizer
 
@@ -32,6 +32,7 @@ def _json(path: Path) -> dict:
 
 
 def read_llm_config(folder: Path) -> dict:
+    check_folder(folder, "an InstructAny2Pix LLM folder", RELEASE_FIX)
     path = folder / "config.json"
     if not path.is_file():
         raise ModelFileError(folder, "an LLM folder with config.json", "no config.json", RELEASE_FIX)

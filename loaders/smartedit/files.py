@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 
 from ..errors import ModelFileError
-from ..weight_files import read_json, read_metadata
+from ..weight_files import check_folder, read_json, read_metadata
 from ..weight_files import read_tensors as read_file_tensors
 
 CONVERTED_FORMAT = "lmm_edit.smartedit.v1"  # value of the `format` metadata key of converted files
@@ -176,6 +176,7 @@ def find_bundle(root: str | Path, step: int | None = None, file_format: FileForm
     root = Path(root)
     if not root.is_dir():
         raise _not_a_bundle(root, "no folder at this path")
+    check_folder(root, "a SmartEdit bundle folder", "download the SmartEdit repository into models/lmm_edit/smartedit/")
     if (root / CONVERTED_NAMES["llm"]).is_file():
         return _find_converted(root)
     steps = {p: _step_dirs(root, p) for p in ("LLM-", "modulate-", "unet-")}

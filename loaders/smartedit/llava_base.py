@@ -16,7 +16,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..shard_index import read_shard_index, shape_in_shard
-from ..weight_files import read_json, read_rows, read_shapes
+from ..weight_files import check_folder, read_json, read_rows, read_shapes
 from .files import SmartEditBundle
 from .tokenizer import ADDED_TOKENS, LLAVA_EXTRA_ROWS, LlamaSlowTokenizer
 
@@ -59,7 +59,7 @@ def _weight_files(folder: Path) -> tuple[dict[str, Path], Path | None]:
 
 def open_llava_base(folder: str | Path) -> LlavaBase:
     """Check that `folder` is a LLaVA-1.1 model and locate its embedding and lm_head."""
-    folder = Path(folder)
+    folder = check_folder(folder, "a LLaVA-1.1 folder", LLAVA_11_FIX)
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ModelFileError(config_file, "the LLaVA-1.1 config.json", "no such file", LLAVA_11_FIX)

@@ -4,6 +4,8 @@ there is one, what was expected and found, and what to do; the checks the node u
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,3 +190,23 @@ def test_legacy_format_bin_loads_and_a_truncated_one_says_truncated(release):
     with pytest.raises(ModelFileError) as info:
         load_bridge(bundle, qformer_heads=release.qformer_heads)
     _check(info.value, bundle.bim.name, "legacy-format", "truncated", "download the file again")
+
+
+def test_a_bundle_folder_that_cannot_be_listed_is_a_permission_problem(release, monkeypatch):
+    """chmod 000 on the folder; root lists such folders anyway, so under root the OS refusal is played by iterdir."""
+    release.bundle.chmod(0)
+    real_iterdir = Path.iterdir
+
+    def refusing_iterdir(self):
+        if self == release.bundle:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    if os.geteuid() == 0:
+        monkeypatch.setattr(Path, "iterdir", refusing_iterdir)
+    try:
+        with pytest.raises(ModelFileError) as info:
+            find_bundle(release.bundle)
+    finally:
+        release.bundle.chmod(0o755)
+    _check(info.value, release.bundle.name, "permission denied", "chmod -R a+rX")
