@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from .errors import ModelFileError
 from .shard_index import read_shard_index
-from .weight_files import load_torch_file, open_safetensors
+from .weight_files import load_torch_file, open_safetensors, read_json
 
 EXTRA_ROWS = 3  # LLaVA-1.1's added tokens
 ROWS_ADDED_KEYS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -49,7 +49,7 @@ def read_config(folder: Path, role: str) -> dict:
                               f"no such file (folder holds {sorted(p.name for p in folder.iterdir())[:8]})"
                               if folder.is_dir() else "no such folder",
                               BASE_FIX if role == "base" else "download it with: python -m lmm_edit download llava-7b-delta")
-    return json.loads(path.read_text())
+    return read_json(path, fix=BASE_FIX if role == "base" else "download it again: python -m lmm_edit download llava-7b-delta")
 
 
 def weight_map(folder: Path) -> dict[str, Path]:
