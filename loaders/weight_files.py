@@ -36,7 +36,8 @@ from .file_faults import (
     refused_global,
 )
 
-REDOWNLOAD = "download the file again and compare its size with the one on the model page"
+PICKLE_FIX = ("use the file as published, or re-save it as a plain dict of tensors (torch.save(state_dict)) or as "
+              ".safetensors; the pack never runs code from a weight file")
 DICT_OF_TENSORS = "a dict of tensors"
 def check_file(path: Path, expected: str = "a weight file") -> Path:
     """``path`` as a ``Path`` after checking it is a file this process can read."""
@@ -133,7 +134,7 @@ def read_tensors(
     *,
     mmap: bool = False,
     expected_object: str = DICT_OF_TENSORS,
-    pickle_fix: str = REDOWNLOAD,
+    pickle_fix: str = PICKLE_FIX,
 ) -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors` or `torch.save` file whose key passes ``keep``; floating ones cast to ``dtype``.
 
@@ -160,7 +161,7 @@ def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     if path.suffix == ".safetensors":
         with open_safetensors(path) as handle:
             return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-    return {k: tuple(v.shape) for k, v in _torch_state(path, DICT_OF_TENSORS, REDOWNLOAD, True).items()}
+    return {k: tuple(v.shape) for k, v in _torch_state(path, DICT_OF_TENSORS, PICKLE_FIX, True).items()}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -186,7 +187,7 @@ def read_rows(path: str | Path, key: str, stop: int, dtype: torch.dtype | None =
                 raise _no_tensor(path, key, handle.keys())
             rows = handle.get_slice(key)[:stop]
     else:
-        state = _torch_state(path, DICT_OF_TENSORS, REDOWNLOAD, True)
+        state = _torch_state(path, DICT_OF_TENSORS, PICKLE_FIX, True)
         if key not in state:
             raise _no_tensor(path, key, state)
         rows = state[key][:stop]
