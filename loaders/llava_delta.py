@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import save_file
 
 from .errors import ModelFileError
-from .weight_files import load_torch_file, open_safetensors
+from .shard_index import read_shard_index
+from .weight_files import load_torch_file, open_safetensors, read_json
 
 EXTRA_ROWS = 3  # LLaVA-1.1's added tokens
 ROWS_ADDED_KEYS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -48,14 +49,14 @@ def read_config(folder: Path, role: str) -> dict:
                               f"no such file (folder holds {sorted(p.name for p in folder.iterdir())[:8]})"
                               if folder.is_dir() else "no such folder",
                               BASE_FIX if role == "base" else "download it with: python -m lmm_edit download llava-7b-delta")
-    return json.loads(path.read_text())
+    return read_json(path, fix=BASE_FIX if role == "base" else "download it again: python -m lmm_edit download llava-7b-delta")
 
 
 def weight_map(folder: Path) -> dict[str, Path]:
     """Tensor name -> shard file, from the index or the single weight file."""
     for name in INDEX_FILES:
         if (folder / name).is_file():
-            return {k: folder / v for k, v in json.loads((folder / name).read_text())["weight_map"].items()}
+            return read_shard_index(folder / name)
     for name in SINGLE_FILES:
         if (folder / name).is_file():
             return dict.fromkeys(_shard_keys(folder / name), folder / name)

@@ -139,11 +139,14 @@ def _check_state(
     unknown = [origin.get(k, k) for k in state if k not in expected]
     wrong = [f"{origin.get(k, k)} {tuple(state[k].shape)} (expected {s})" for k, s in expected.items()
              if k in state and tuple(state[k].shape) != s]
+    floating = {k for k, v in encoder.state_dict().items() if v.is_floating_point()}
+    wrong += [f"{origin.get(k, k)} of dtype {state[k].dtype} (expected floating-point weights)"
+              for k in expected if k in state and k in floating and not state[k].is_floating_point()]
     if missing or unknown or wrong:
         found = "; ".join(part for part in (
             f"none of {missing[:3]}" if missing else "",
             f"tensors ImageBind's {modality} encoder does not have: {unknown[:3]}" if unknown else "",
-            f"other shapes: {wrong[:3]}" if wrong else "",
+            f"other shapes or dtypes: {wrong[:3]}" if wrong else "",
         ) if part)
         raise ModelFileError(
             path, f"the {modality} encoder of ImageBindModel (facebookresearch/ImageBind @ 3fcf5c9)", found,

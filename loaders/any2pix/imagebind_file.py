@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError
-from ..weight_files import load_torch_file, open_safetensors
+from ..weight_files import check_file, load_torch_file, open_safetensors
 from .imagebind_audio_input import MEL_BINS, TARGET_FRAMES
 from .imagebind_encoders import IMAGE_TIME_REPEATS, AudioEncoderConfig, VisionEncoderConfig
 from .imagebind_trunk import TrunkConfig
@@ -127,8 +127,8 @@ def read_constructor_args(weights: Path, kwargs_file: Path | None) -> tuple[dict
         raise ModelFileError(kwargs_file, "a JSON of ImageBindModel constructor arguments", "nothing at this path",
                                  "name an existing file, or none to use imagebind_huge's arguments")
     try:
-        args = json.loads(kwargs_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+        args = json.loads(check_file(kwargs_file, "a JSON file").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(kwargs_file, "a JSON of ImageBindModel constructor arguments", f"invalid JSON ({err})",
                                  "restore the file, or remove it to use imagebind_huge's arguments") from err
     if not isinstance(args, dict):

@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import ModelFileError
 from ..ip_adapter.files import read_adapter_sections
 from ..operations import DEFAULT_OPERATIONS
+from ..state_checks import check_float_tensors, load_checked
 
 NUM_CROPS = 2  # ImageProjModel default, used by IPAdapter.init_proj (global crop, local crop)
 COND_SCALES = (1.0, 0.5)  # IPAdapterXL.generate: scale_g=1.0, scale_l=0.5
@@ -121,10 +122,14 @@ def load_global_local_adapter(path: str | Path, dtype: torch.dtype = torch.float
     """The projection module (CPU, `dtype`) and the per-layer IP key/value weights of the adapter file."""
     sections = read_adapter_sections(path)
     image_proj = sections["image_proj"]
+    fix = "use ckpts/sdxl/ip_adapter_global_local_2_view.bin of the InstructAny2Pix release"
+    check_float_tensors(image_proj, path, fix, lambda k: f"image_proj.{k}")
+    check_float_tensors(sections["ip_adapter"], path, fix, lambda k: f"ip_adapter.{k}")
     config = GlobalLocalProjConfig.from_shapes({k: tuple(v.shape) for k, v in image_proj.items()}, path)
     with torch.device("meta"):
         module = GlobalLocalImageProj(config, operations)
-    module.load_state_dict({k: v.to(dtype) for k, v in image_proj.items()}, strict=True, assign=True)
+    load_checked(module, {k: v.to(dtype) for k, v in image_proj.items()}, path, "the two-view image projection", fix,
+                 lambda k: f"image_proj.{k}")
     indices, pairs = read_layer_weights(sections["ip_adapter"], path)
     width = {tuple(k.shape)[1] for k, _ in pairs} | {tuple(v.shape)[1] for _, v in pairs}
     if width != {config.cross_dim}:

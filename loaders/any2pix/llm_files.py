@@ -15,7 +15,9 @@ import torch
 from ..errors import ModelFileError
 from ..llama import rope_inv_freq
 from ..operations import DEFAULT_OPERATIONS
-from ..weight_files import read_json, read_tensors
+from ..shard_index import check_shard_holds, read_shard_index
+from ..state_checks import load_checked
+from ..weight_files import check_folder, read_json, read_tensors
 from .llm import PREDICTOR, PROJECTOR, Any2PixLLM, Any2PixLLMConfig
 from .tokenizer import Any2PixTokenizer
 
@@ -30,6 +32,7 @@ def _json(path: Path) -> dict:
 
 
 def read_llm_config(folder: Path) -> dict:
+    check_folder(folder, "an InstructAny2Pix LLM folder", RELEASE_FIX)
     path = folder / "config.json"
     if not path.is_file():
         raise ModelFileError(folder, "an LLM folder with config.json", "no config.json", RELEASE_FIX)
@@ -47,17 +50,7 @@ def weight_files(folder: Path) -> list[Path]:
     for name in INDEX_FILES:
         index = folder / name
         if index.is_file():
-            weight_map = _json(index).get("weight_map")
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise ModelFileError(index, "a shard index with a `weight_map`", "no weight_map", "re-download the index file")
-            shards = [folder / f for f in sorted(set(weight_map.values()))]
-            missing = [s.name for s in shards if not s.is_file()]
-            if missing:
-                raise ModelFileError(
-                    index, f"the {len(shards)} shards it names", f"{len(missing)} missing: {', '.join(missing[:4])}",
-                    "download every shard listed in the index into the same folder",
-                )
-            return shards
+            return sorted(set(read_shard_index(index).values()))
     for name in SINGLE_FILES:
         if (folder / name).is_file():
             return [folder / name]
@@ -78,8 +71,13 @@ def _needed(key: str) -> bool:
 
 def read_llm_state(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
+    index = next((folder / n for n in INDEX_FILES if (folder / n).is_file()), None)
+    placed = read_shard_index(index) if index is not None else {}
     for file in weight_files(folder):
-        state.update(read_tensors(file, _needed, dtype, expected_object="a dict of LLM tensors"))
+        part = read_tensors(file, _needed, dtype, expected_object="a dict of LLM tensors")
+        if index is not None:
+            check_shard_holds(file, part, placed, index, _needed)
+        state.update(part)
     return state
 
 
@@ -99,6 +97,13 @@ def _module_state(state: dict[str, torch.Tensor], config: Any2PixLLMConfig) -> d
     # transformers 4.34 keeps inv_freq out of the weight file (persistent=False); computed in fp32 as it does
     out["llm.inv_freq"] = rope_inv_freq(config.llama.head_dim, config.llama.rope_theta)
     return out
+
+
+def _file_key(key: str) -> str:
+    """`Any2PixLLM` key -> the key of the release files (projector/predictor layers keep the module's numbering)."""
+    if key == "llm.lm_head.weight":
+        return "lm_head.weight"
+    return "model." + key.removeprefix("llm.")
 
 
 def load_llm(
@@ -121,14 +126,8 @@ def load_llm(
     with torch.device("meta"):
         model = Any2PixLLM(config, operations)
     module_state = _module_state(state, config)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(module_state)), sorted(set(module_state) - expected)
-    if missing or unexpected:
-        raise ModelFileError(
-            folder, "the LLaMA decoder, lm_head, vae_projector_image and vae_predictor_image tensors of "
-            f"a {config.depth}-layer projector", f"missing {missing[:4]}, unexpected {unexpected[:4]}", RELEASE_FIX,
-        )
-    model.load_state_dict(module_state, strict=True, assign=True)
+    load_checked(model, module_state, folder, "the LLaMA decoder, lm_head, vae_projector_image and vae_predictor_image "
+                 f"tensors of a {config.depth}-layer projector", RELEASE_FIX, _file_key)
     model.llm.inv_freq = model.llm.inv_freq.float()
     return model.eval(), tokenizer
 

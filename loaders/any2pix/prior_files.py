@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..operations import DEFAULT_OPERATIONS
+from ..state_checks import load_checked
 from ..weight_files import read_json, read_tensors
 from .gpt2 import conv1d_to_linear
 from .prior import CLIP_PREFIX, GPT2_PREFIX, SCORE_EMBED_DIM, Any2PixPrior, PriorConfig
@@ -112,10 +113,6 @@ def load_prior(
     })
     with torch.device("meta"):
         prior = Any2PixPrior(config, operations)
-    expected = set(prior.state_dict())
-    absent, extra = sorted(expected - set(module_state)), sorted(set(module_state) - expected)
-    if absent or extra:
-        raise ModelFileError(path, "the prior's tensors", f"missing {absent[:4]}, unexpected {extra[:4]}", PRIOR_FIX)
-    prior.load_state_dict(module_state, strict=True, assign=True)
+    load_checked(prior, module_state, path, "the prior (keys as the module names them)", PRIOR_FIX)
     vocab_rows = config.clip.vocab
     return PriorBundle(prior.eval(), empty_text_ids(vocab_rows, clip_tokenizer_dir))

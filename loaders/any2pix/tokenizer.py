@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelFileError
-from ..weight_files import read_json
+from ..weight_files import check_file, open_sentencepiece, read_json
 
 # jacklishufan/InstructAny2Pix instructany2pix/llm/constants.py, added in this order by
 # InstructAny2PixLMMetaForCausalLM.initialize_vision_tokenizer (any2pix_arch.py)
@@ -105,17 +105,19 @@ class Any2PixTokenizer:
     def _init_fast(self, path: Path) -> None:
         from tokenizers import Tokenizer  # transformers' own dependency
 
-        self._fast = Tokenizer.from_file(str(path))
+        try:
+            self._fast = Tokenizer.from_file(str(check_file(path, "a tokenizers file (tokenizer.json)")))
+        except Exception as err:  # tokenizers raises its own Exception type for unparsable files
+            raise ModelFileError(path, "a tokenizers file (tokenizer.json)", f"a file it cannot parse ({str(err)[:160]})",
+                                 "restore tokenizer.json from the release's tokenizer/ folder") from err
         self._sp = None
         data = _read_json(path)
         self.added = {t["content"]: int(t["id"]) for t in data.get("added_tokens", [])}
         self.vocab_size = self._fast.get_vocab_size(with_added_tokens=True)
 
     def _init_sentencepiece(self, path: Path) -> None:
-        import sentencepiece as spm
-
         self._fast = None
-        self._sp = spm.SentencePieceProcessor(model_file=str(path))
+        self._sp = open_sentencepiece(path, "restore tokenizer.model from the release's tokenizer/ folder")
         sp = self._sp
         self.added = {sp.id_to_piece(i): i for i in (sp.unk_id(), sp.bos_id(), sp.eos_id()) if i >= 0}
         added_file, config_file = path.parent / "added_tokens.json", path.parent / "tokenizer_config.json"

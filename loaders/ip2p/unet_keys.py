@@ -10,11 +10,16 @@ number of levels, resnets per level and which levels have attention read from th
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 
+from ..errors import ModelFileError
+
 LDM_PREFIX = "model.diffusion_model."
 DIFFUSERS_PREFIX = "unet."  # SmartEdit LLMSDTrainer._save filter; pass prefix="" for a plain diffusers UNet
+CONV_IN_KEY = LDM_PREFIX + "input_blocks.0.0.weight"
+IP2P_IN_CHANNELS = 8  # InstructPix2Pix: 4 noisy-latent + 4 source-image-latent channels into conv_in
 
 RESNET_NAMES = {  # diffusers ResnetBlock2D -> LDM ResBlock
     "norm1": "in_layers.0",
@@ -98,3 +103,21 @@ def diffusers_unet_to_ldm(state: dict[str, torch.Tensor], prefix: str = DIFFUSER
     stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     mapping = diffusers_to_ldm_map(list(stripped))
     return {LDM_PREFIX + mapping[k]: v for k, v in stripped.items()}
+
+
+def check_ip2p_conv_in(state: dict[str, torch.Tensor], file: str | Path, fix: str, file_key: str = CONV_IN_KEY) -> None:
+    """Refuse an LDM UNet state whose conv_in does not take InstructPix2Pix's 8 channels (latent + source latent).
+
+    Every loader of an InstructPix2Pix-style UNet calls this, so nodes, the command line and batch runs all get it.
+    file_key: how the file names conv_in's weight (a diffusers file: `unet.conv_in.weight`).
+    """
+    weight = state.get(CONV_IN_KEY)
+    if weight is None:
+        raise ModelFileError(file, f"an InstructPix2Pix UNet with its conv_in weight {file_key}", "no such tensor", fix)
+    if weight.dim() != 4 or weight.shape[1] != IP2P_IN_CHANNELS:
+        channels = weight.shape[1] if weight.dim() == 4 else "?"
+        kind = {4: " (a text-to-image UNet)", 9: " (an inpainting UNet)"}.get(channels, "")
+        raise ModelFileError(
+            file, f"an InstructPix2Pix UNet: {file_key} of shape [C, {IP2P_IN_CHANNELS}, 3, 3]",
+            f"shape {list(weight.shape)}: {channels} input channels{kind}", fix,
+        )

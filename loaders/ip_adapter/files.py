@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError
-from ..weight_files import load_torch_file, open_safetensors
+from ..weight_files import check_file, load_torch_file, open_safetensors
 
 Sections = dict[str, dict[str, torch.Tensor]]
 
@@ -106,9 +106,7 @@ def read_adapter_sections(path: str | Path) -> Sections:
     Raises ``ModelFileError`` for a missing, truncated or foreign file (one without an
     ``ip_adapter`` section of ``to_k_ip``/``to_v_ip`` weights).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "an adapter file", "nothing at this path", "check the folder and the file name")
+    path = check_file(path, "an adapter file")
     if path.suffix == ".safetensors":
         sections, unknown = _split_flat(_read_safetensors(path))
     else:

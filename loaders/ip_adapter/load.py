@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import ModelFileError
 from ..operations import DEFAULT_OPERATIONS
+from ..state_checks import check_float_tensors, load_checked
 from .cross_attention_layers import CrossAttentionLayer, weight_module_key
 from .decoupled_attention import ImageBranch
 from .files import (
@@ -80,19 +81,21 @@ def _projection(family: str, sections: Sections, path: Path, operations=DEFAULT_
     else:
         state = sections["image_proj"]
         config_type, model_type = (ImageProjConfig, ImageProjModel) if family == IP_ADAPTER else (ResamplerConfig, Resampler)
+    fix = "the file is damaged or mixes two adapters; download it again"
     try:
         config = config_type.from_shapes({k: tuple(v.shape) for k, v in state.items()})
-        with torch.device("meta"):
-            module = model_type(config, operations=operations)
-        module.load_state_dict(state, strict=True, assign=True)  # keeps the file dtype
-        return module
-    except (ValueError, RuntimeError, KeyError) as err:
+    except (ValueError, KeyError) as err:
+        if isinstance(err, ModelFileError):
+            raise
+        missing = f"no tensor {err.args[0]}" if isinstance(err, KeyError) else str(err).splitlines()[0][:300]
         raise ModelFileError(
-            path,
-            f"a consistent {family} image projection (image_proj/mapper shapes that chain)",
-            str(err).splitlines()[0][:300],
-            "the file is damaged or mixes two adapters; download it again",
+            path, f"a consistent {family} image projection (image_proj/mapper shapes that chain)", missing, fix,
         ) from err
+    with torch.device("meta"):
+        module = model_type(config, operations=operations)
+    # keeps the file dtype; IAA keys are already `mapper.*` / `image_proj.*`
+    return load_checked(module, state, path, f"the {family} image projection", fix,
+                        (lambda k: k) if family == INSIGHTEDIT_IAA else (lambda k: f"image_proj.{k}"))
 
 
 class ImageAdapter(nn.Module):
@@ -176,6 +179,8 @@ def load_image_adapter(path: str | Path, operations=DEFAULT_OPERATIONS) -> Image
     """
     path = Path(path)
     sections = read_adapter_sections(path)
+    for name, tensors in sections.items():
+        check_float_tensors(tensors, path, "download the adapter file again", lambda k, name=name: f"{name}.{k}")
     family = recognise_adapter_family(sections, path)
     to_k, to_v = _layer_weights(sections, path)
     projection = _projection(family, sections, path, operations)

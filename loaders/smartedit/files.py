@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 
 from ..errors import ModelFileError
-from ..weight_files import read_json, read_metadata
+from ..weight_files import check_folder, read_json, read_metadata
 from ..weight_files import read_tensors as read_file_tensors
 
 CONVERTED_FORMAT = "lmm_edit.smartedit.v1"  # value of the `format` metadata key of converted files
@@ -95,16 +95,26 @@ def _choose_step(root: Path, steps: dict[str, dict[int, Path]], step: int | None
     )
 
 
+ADAPTER_CONFIG_FIX = "copy data/adapter_config.json of github.com/TencentARC/SmartEdit next to the LLM folder"
+
+
 def _lora_from_config(path: Path) -> LoraSettings:
-    cfg = read_json(path)
+    cfg = read_json(path, fix=ADAPTER_CONFIG_FIX)
     if cfg.get("peft_type", "LORA") != "LORA" or "r" not in cfg or "lora_alpha" not in cfg:
         raise ModelFileError(
             path,
             'a peft LoRA config ("peft_type": "LORA", "r", "lora_alpha", "target_modules")',
             f"keys {sorted(cfg)}",
-            "copy data/adapter_config.json of github.com/TencentARC/SmartEdit next to the LLM folder",
+            ADAPTER_CONFIG_FIX,
         )
-    return LoraSettings(int(cfg["r"]), float(cfg["lora_alpha"]), tuple(cfg.get("target_modules") or ()), str(path))
+    r, alpha, targets = cfg["r"], cfg["lora_alpha"], cfg.get("target_modules") or ()
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0 or isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise ModelFileError(path, '"r" a positive integer and "lora_alpha" a number (SmartEdit: 8 and 16)',
+                             f'"r": {r!r}, "lora_alpha": {alpha!r}', ADAPTER_CONFIG_FIX)
+    if isinstance(targets, str) or not all(isinstance(t, str) for t in targets):
+        raise ModelFileError(path, '"target_modules" a list of module names (SmartEdit: ["q_proj", "v_proj"])',
+                             f'"target_modules": {targets!r}', ADAPTER_CONFIG_FIX)
+    return LoraSettings(r, float(alpha), tuple(targets), str(path))
 
 
 def _not_a_bundle(root: Path, why: str) -> ModelFileError:
@@ -166,6 +176,7 @@ def find_bundle(root: str | Path, step: int | None = None, file_format: FileForm
     root = Path(root)
     if not root.is_dir():
         raise _not_a_bundle(root, "no folder at this path")
+    check_folder(root, "a SmartEdit bundle folder", "download the SmartEdit repository into models/lmm_edit/smartedit/")
     if (root / CONVERTED_NAMES["llm"]).is_file():
         return _find_converted(root)
     steps = {p: _step_dirs(root, p) for p in ("LLM-", "modulate-", "unet-")}
@@ -206,6 +217,9 @@ def merge_lora(state: dict[str, torch.Tensor], lora: LoraSettings, path: Path) -
     """
     for key in [k for k in state if k.endswith(".lora_A.weight")]:
         base = key[: -len(".lora_A.weight")]
+        for needed in (base + ".lora_B.weight", base + ".weight"):
+            if needed not in state:
+                raise ModelFileError(path, f"{needed} next to {key}", "no such tensor", "download the LLM file again")
         a, b = state.pop(key).float(), state.pop(base + ".lora_B.weight").float()
         if a.shape[0] != lora.r:
             raise ModelFileError(
@@ -213,6 +227,11 @@ def merge_lora(state: dict[str, torch.Tensor], lora: LoraSettings, path: Path) -
                 "use the adapter_config.json that belongs to this LLM file",
             )
         weight = state[base + ".weight"]
+        if a.dim() != 2 or b.dim() != 2 or (b.shape[0], a.shape[1]) != tuple(weight.shape) or b.shape[1] != a.shape[0]:
+            raise ModelFileError(
+                path, f"{base}.lora_B.weight [out, r] and .lora_A.weight [r, in] matching {base}.weight {list(weight.shape)}",
+                f"lora_B {list(b.shape)}, lora_A {list(a.shape)}", "download the LLM file again",
+            )
         state[base + ".weight"] = (weight.float() + lora.scale * (b @ a)).to(weight.dtype)
     return state
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError
-from ..weight_files import read_json, read_rows, read_shapes
+from ..shard_index import read_shard_index, shape_in_shard
+from ..weight_files import check_folder, read_json, read_rows, read_shapes
 from .files import SmartEditBundle
 from .tokenizer import ADDED_TOKENS, LLAVA_EXTRA_ROWS, LlamaSlowTokenizer
 
@@ -39,15 +40,15 @@ class LlavaBase:
     width: int
 
 
-def _weight_files(folder: Path) -> dict[str, Path]:
-    """Key -> file, from a shard index or a single weight file."""
+def _weight_files(folder: Path) -> tuple[dict[str, Path], Path | None]:
+    """Key -> file, from a shard index or a single weight file; and the index (None for a single file)."""
     for index_name in ("pytorch_model.bin.index.json", "model.safetensors.index.json"):
         index = folder / index_name
         if index.is_file():
-            return {k: folder / v for k, v in read_json(index)["weight_map"].items()}
+            return read_shard_index(index), index
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (folder / single).is_file():
-            return dict.fromkeys(read_shapes(folder / single), folder / single)
+            return dict.fromkeys(read_shapes(folder / single), folder / single), None
     raise ModelFileError(
         folder,
         "a LLaVA-1.1 folder with config.json and pytorch_model*.bin or model*.safetensors (with its index.json)",
@@ -58,12 +59,12 @@ def _weight_files(folder: Path) -> dict[str, Path]:
 
 def open_llava_base(folder: str | Path) -> LlavaBase:
     """Check that `folder` is a LLaVA-1.1 model and locate its embedding and lm_head."""
-    folder = Path(folder)
+    folder = check_folder(folder, "a LLaVA-1.1 folder", LLAVA_11_FIX)
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ModelFileError(config_file, "the LLaVA-1.1 config.json", "no such file", LLAVA_11_FIX)
     config = read_json(config_file)
-    files = _weight_files(folder)
+    files, index = _weight_files(folder)
     projector_type = config.get("mm_projector_type", "linear")
     if projector_type != "linear" or any(k.startswith("model.mm_projector.0.") for k in files):
         raise ModelFileError(
@@ -77,7 +78,8 @@ def open_llava_base(folder: str | Path) -> LlavaBase:
         raise ModelFileError(
             folder, f"tensors {EMBED_KEY} and {LM_HEAD_KEY}", f"{len(files)} tensors without them", LLAVA_11_FIX
         )
-    shape = read_shapes(files[EMBED_KEY])[EMBED_KEY]
+    shape = shape_in_shard(files, EMBED_KEY, index)
+    shape_in_shard(files, LM_HEAD_KEY, index)
     return LlavaBase(folder, config, files[EMBED_KEY], files[LM_HEAD_KEY], rows=shape[0], width=shape[1])
 
 

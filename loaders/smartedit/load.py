@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError
-from ..ip2p.unet_keys import DIFFUSERS_PREFIX, LDM_PREFIX, diffusers_unet_to_ldm
+from ..ip2p.unet_keys import DIFFUSERS_PREFIX, LDM_PREFIX, check_ip2p_conv_in, diffusers_unet_to_ldm
 from ..llama import LlamaConfig, LlamaLM, rope_inv_freq
 from ..operations import DEFAULT_OPERATIONS
-from ..weight_files import read_json, read_shapes
+from ..state_checks import check_float_tensors, load_checked, reading_shapes
+from ..weight_files import read_shapes
 from .bim import BIM, BIMConfig
 from .conditioning import SmartEditBridge
 from .files import FileFormat, SmartEditBundle, find_bundle, merge_lora, read_tensors
@@ -30,11 +31,14 @@ from .llava_base import base_rows, check_vocab, open_llava_base
 from .lmm import LLAMA1_CONTEXT, LMMInfo, SmartEditLMM
 from .qformer import QFormer, QFormerConfig
 from .tokenizer import IMAGE_TOKEN_COUNT, LlamaSlowTokenizer
-from .vision import ClipVisionConfig, ClipVisionTower, clip_state_to_tower
+from .vision_file import CLIP_IMAGE_SIZE, check_vision_size, load_vision  # noqa: F401 (re-exported)
 
 LLM_PREFIX = "model.base_model.model."  # SmartEdit LLMSDTrainer._save filter for the LoRA-wrapped LlamaModel
-CLIP_PREFIX = "vision_model."
-CLIP_IMAGE_SIZE = 224  # LLaVA-1.1 / SmartEdit: openai/clip-vit-large-patch14, 224 px (16 x 16 patches)
+RELEASE_FIX = "use the SmartEdit release files as published (TencentARC/SmartEdit-7B or -13B); download the file again"
+
+
+def _llm_key(key: str) -> str:
+    return LLM_PREFIX + key
 
 
 def _strip_llm_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -62,33 +66,13 @@ def _llm_config(state: dict[str, torch.Tensor], llava_config: dict, lora_path: P
     else:
         raise ModelFileError(lora_path, "rotary_emb.inv_freq or a LLaVA config with num_attention_heads", "neither",
                              "use the LLaVA-1.1 config.json")
+    if heads <= 0 or hidden % heads:
+        raise ModelFileError(lora_path, f"a head count dividing the LLM width {hidden}", f"{heads} heads (from "
+                             f"{'rotary_emb.inv_freq' if inv_freq is not None else 'the LLaVA config.json'})",
+                             "use the LLaVA-1.1 config.json and the SmartEdit LLM file of the same model size")
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    return LlamaConfig.from_shapes(shapes, heads, float(llava_config.get("rms_norm_eps", 1e-6)))
-
-
-def _load_vision(clip_path: Path, select_layer: int, dtype: torch.dtype, operations=DEFAULT_OPERATIONS) -> ClipVisionTower:
-    file = clip_path
-    config_json = None
-    if clip_path.is_dir():
-        file = next((clip_path / n for n in ("model.safetensors", "pytorch_model.bin") if (clip_path / n).is_file()), clip_path / "model.safetensors")
-    if (file.parent / "config.json").is_file():
-        config_json = read_json(file.parent / "config.json")
-    shapes = read_shapes(file)
-    # openai/clip-vit-large-patch14 and ComfyUI clip_vision files: `vision_model.*`; a CLIPVisionModel saved by
-    # transformers 5: the same keys without the prefix
-    prefix = CLIP_PREFIX if CLIP_PREFIX + "embeddings.patch_embedding.weight" in shapes else ""
-    if prefix + "embeddings.patch_embedding.weight" not in shapes:
-        raise ModelFileError(
-            file, "a CLIP vision model in transformers layout (keys vision_model.*), e.g. openai/clip-vit-large-patch14",
-            f"{len(shapes)} tensors without vision_model.embeddings.patch_embedding.weight",
-            "use openai/clip-vit-large-patch14 (model.safetensors, or ComfyUI's clip_vision ViT-L/14 file)",
-        )
-    config = ClipVisionConfig.from_shapes(shapes, prefix, config_json)
-    with torch.device("meta"):
-        tower = ClipVisionTower(config, select_layer, operations=operations)
-    state = clip_state_to_tower(read_tensors(file, lambda k: k.startswith(prefix), dtype), prefix, tower)
-    tower.load_state_dict(state, strict=True, assign=True)
-    return tower
+    with reading_shapes(lora_path, "the LLaMA decoder of SmartEdit's LLM file", RELEASE_FIX, _llm_key):
+        return LlamaConfig.from_shapes(shapes, heads, float(llava_config.get("rms_norm_eps", 1e-6)))
 
 
 def load_lmm(
@@ -110,11 +94,17 @@ def load_lmm(
     state = read_tensors(bundle.llm, lambda k: k.startswith(LLM_PREFIX) and not any(s in k for s in small), dtype)
     state.update(read_tensors(bundle.llm, lambda k: k.startswith(LLM_PREFIX) and any(s in k for s in small)))
     state = _strip_llm_keys(state, bundle.llm)
+    check_float_tensors(state, bundle.llm, RELEASE_FIX, _llm_key)
     config = _llm_config(state, llava.config, bundle.llm)
     head_rows = read_shapes(bundle.embeddings_qformer).get("lm_head.weight", (0,))[0]
     base_vocab = check_vocab(config.vocab, head_rows, llava, tokenizer, bundle)
     embed_base, head_base = base_rows(llava, base_vocab, config.hidden, dtype)
-    extra = read_tensors(bundle.embeddings_qformer, lambda k: k in ("lm_head.weight", "mm_projector.weight", "mm_projector.bias"))
+    extra_keys = ("lm_head.weight", "mm_projector.weight", "mm_projector.bias")
+    extra = read_tensors(bundle.embeddings_qformer, lambda k: k in extra_keys)
+    if set(extra) != set(extra_keys):
+        raise ModelFileError(bundle.embeddings_qformer, f"the tensors {', '.join(extra_keys)}",
+                             f"{', '.join(sorted(extra)) or 'none of them'}", RELEASE_FIX)
+    check_float_tensors(extra, bundle.embeddings_qformer, RELEASE_FIX)
     llm_state = merge_lora(state, bundle.lora, bundle.llm)
     inv_freq = llm_state.get("layers.0.self_attn.rotary_emb.inv_freq")
     for key in [k for k in llm_state if "rotary_emb" in k]:
@@ -124,9 +114,9 @@ def load_lmm(
     llm_state["inv_freq"] = inv_freq.float() if inv_freq is not None else rope_inv_freq(config.head_dim)
     with torch.device("meta"):
         llm = LlamaLM(config, operations=operations)
-    llm.load_state_dict(llm_state, strict=True, assign=True)
+    load_checked(llm, llm_state, bundle.llm, "the LLaMA decoder", RELEASE_FIX, _llm_key)
     select_layer = int(llava.config.get("mm_vision_select_layer", -2))
-    vision = _load_vision(Path(clip_path), select_layer, dtype, operations)
+    vision = load_vision(Path(clip_path), select_layer, dtype, operations)
     proj_w = extra["mm_projector.weight"]
     if tuple(proj_w.shape) != (config.hidden, vision.config.hidden):
         raise ModelFileError(
@@ -135,7 +125,8 @@ def load_lmm(
         )
     with torch.device("meta"):
         projector = operations.Linear(vision.config.hidden, config.hidden)
-    projector.load_state_dict({"weight": proj_w.to(dtype), "bias": extra["mm_projector.bias"].to(dtype)}, assign=True)
+    load_checked(projector, {"weight": proj_w.to(dtype), "bias": extra["mm_projector.bias"].to(dtype)},
+                 bundle.embeddings_qformer, "the mm_projector", RELEASE_FIX, lambda k: f"mm_projector.{k}")
     info = LMMInfo(
         base_vocab=base_vocab,
         image_token_ids=[tokenizer.token_id(f"<img_{i}>") for i in range(IMAGE_TOKEN_COUNT)],
@@ -155,16 +146,6 @@ BIM_PREFIXES = (
 )
 
 
-def check_vision_size(lmm: SmartEditLMM, clip_path: str | Path) -> None:
-    """SmartEdit's LLaVA-1.1 was trained on 224 px CLIP features (256 patches); refuse another tower."""
-    size = lmm.vision.config.image_size
-    if size != CLIP_IMAGE_SIZE:
-        raise ModelFileError(
-            clip_path, f"CLIP ViT-L/14 for {CLIP_IMAGE_SIZE} px images (openai/clip-vit-large-patch14)",
-            f"a vision tower for {size} px images", "pick the 224 px ViT-L/14 (the 336 px one belongs to LLaVA-1.5)",
-        )
-
-
 def _qformer(bundle: SmartEditBundle, dtype: torch.dtype, heads: int | None, operations=DEFAULT_OPERATIONS) -> QFormer:
     raw = read_tensors(bundle.embeddings_qformer, lambda k: k.startswith(QFORMER_PREFIX) or k == QUERY_KEY, dtype)
     if QUERY_KEY not in raw or not any(k.startswith(QFORMER_PREFIX + "encoder.layer.") for k in raw):
@@ -175,11 +156,12 @@ def _qformer(bundle: SmartEditBundle, dtype: torch.dtype, heads: int | None, ope
     state = {k[len(QFORMER_PREFIX) :]: v for k, v in raw.items() if k.startswith(QFORMER_PREFIX)}
     state.pop("embeddings.position_ids", None)  # buffer of the removed position embeddings
     state["query_tokens"] = raw[QUERY_KEY]
-    config = QFormerConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()}, heads)
+    qformer_key = lambda k: QUERY_KEY if k == "query_tokens" else QFORMER_PREFIX + k  # noqa: E731
+    with reading_shapes(bundle.embeddings_qformer, "SmartEdit's Q-Former", RELEASE_FIX, qformer_key):
+        config = QFormerConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()}, heads)
     with torch.device("meta"):
         model = QFormer(config, operations=operations)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
+    return load_checked(model, state, bundle.embeddings_qformer, "SmartEdit's Q-Former", RELEASE_FIX, qformer_key)
 
 
 def _bim(bundle: SmartEditBundle, dtype: torch.dtype, operations=DEFAULT_OPERATIONS) -> BIM:
@@ -189,11 +171,11 @@ def _bim(bundle: SmartEditBundle, dtype: torch.dtype, operations=DEFAULT_OPERATI
             bundle.bim, "the BIM tensors modulate_head.*, modulate_transformer.*, pe_layer.*, dimension_reduction_head_*",
             f"{len(state)} of them", "use modulate-<step>/adapter_model.bin of the release",
         )
-    config = BIMConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()})
+    with reading_shapes(bundle.bim, "SmartEdit's BIM", RELEASE_FIX):
+        config = BIMConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()})
     with torch.device("meta"):
         model = BIM(config, operations=operations)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
+    return load_checked(model, state, bundle.bim, "SmartEdit's BIM", RELEASE_FIX)
 
 
 def load_bridge(bundle: SmartEditBundle, dtype: torch.dtype = torch.float32, qformer_heads: int | None = None,
@@ -218,21 +200,26 @@ class SmartEditModels:
 
 
 def load_unet_ldm(bundle: SmartEditBundle, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The SmartEdit UNet as an LDM state dict (`model.diffusion_model.*`), for ComfyUI's own UNet loading."""
+    """The SmartEdit UNet as an LDM state dict (`model.diffusion_model.*`), for ComfyUI's own UNet loading.
+
+    Checked here for every caller: float tensors, an 8-channel conv_in (InstructPix2Pix)."""
+    fix = "use unet-<step>/adapter_model.bin of the release"
     state = read_tensors(bundle.unet, lambda k: k.startswith((DIFFUSERS_PREFIX, LDM_PREFIX)), dtype)
+    check_float_tensors(state, bundle.unet, fix)
     if any(k.startswith(LDM_PREFIX) for k in state):
-        return {k: v for k, v in state.items() if k.startswith(LDM_PREFIX)}
+        ldm = {k: v for k, v in state.items() if k.startswith(LDM_PREFIX)}
+        check_ip2p_conv_in(ldm, bundle.unet, fix)
+        return ldm
     if "unet.conv_in.weight" not in state:
         raise ModelFileError(
-            bundle.unet, "UNet tensors unet.* (diffusers layout, 8-channel conv_in)", f"{len(state)} of them",
-            "use unet-<step>/adapter_model.bin of the release",
+            bundle.unet, "UNet tensors unet.* (diffusers layout, 8-channel conv_in)", f"{len(state)} of them", fix,
         )
     try:
-        return diffusers_unet_to_ldm(state)
+        ldm = diffusers_unet_to_ldm(state)
     except (KeyError, ValueError) as err:
-        raise ModelFileError(
-            bundle.unet, "an SD1.5-layout diffusers UNet", str(err), "use unet-<step>/adapter_model.bin of the release"
-        ) from err
+        raise ModelFileError(bundle.unet, "an SD1.5-layout diffusers UNet", str(err), fix) from err
+    check_ip2p_conv_in(ldm, bundle.unet, fix, file_key=DIFFUSERS_PREFIX + "conv_in.weight")
+    return ldm
 
 
 def load_smartedit(

@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import sentencepiece as spm
-
 from ..errors import ModelFileError
+from ..weight_files import open_sentencepiece
 
 # SmartEdit setup_tokens_for_conversation: "<img>", then "<im_start>", "<im_end>", then "<img_0>".."<img_31>",
 # appended after the base vocabulary in this order (base + 35 = 32035 for LLaMA's 32000).
@@ -36,7 +35,9 @@ class LlamaSlowTokenizer:
                 "copy tokenizer.model of Vicuna-1.1 / LLaVA-1.1 (the LLaMA-1 tokenizer) into the LLaVA folder",
             )
         self.model_file = model_file
-        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        self.sp = open_sentencepiece(
+            model_file, "copy tokenizer.model of Vicuna-1.1 / LLaVA-1.1 (the LLaMA-1 tokenizer) again into the LLaVA folder",
+        )
         self.base_vocab = self.sp.get_piece_size()
         self.added = {tok: self.base_vocab + i for i, tok in enumerate(added_tokens)}
         self.added_by_id = {i: t for t, i in self.added.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+
+from lmm_edit.selfcheck.smartedit_release import write_smartedit_release
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURE = Path(os.environ.get("LMM_EDIT_SMARTEDIT_FIXTURE", REPO.parent / "shared" / "fixtures" / "smartedit_parity"))
@@ -97,4 +100,22 @@ def models(request, fixture):
     return load_smartedit(
         fixture.bundle, fixture.llava, fixture.clip, tokenizer_path=fixture.tokenizer,
         qformer_heads=fixture.qformer_heads, file_format=request.param,
+    )
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A tiny SmartEdit release (bundle with .bin and .safetensors files, LLaVA-1.1 base in two shards, CLIP, tokenizer)."""
+    return write_smartedit_release(tmp_path_factory.mktemp("pristine"), seed=2)
+
+
+@pytest.fixture
+def release(pristine, tmp_path):
+    """A copy of ``pristine`` a test may damage."""
+    root = tmp_path / "copy"
+    shutil.copytree(pristine.bundle.parent, root)
+    return type(pristine)(
+        bundle=root / pristine.bundle.name, llava=root / pristine.llava.name, clip=root / pristine.clip.name,
+        tokenizer=root / pristine.llava.name / "tokenizer.model", sizes=pristine.sizes, qformer_heads=pristine.qformer_heads,
+        tensors=pristine.tensors,
     )

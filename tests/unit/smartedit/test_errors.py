@@ -11,22 +11,7 @@ import torch
 from lmm_edit.loaders.errors import ModelFileError
 from lmm_edit.loaders.smartedit import find_bundle, load_smartedit
 from lmm_edit.loaders.smartedit.files import read_tensors
-from lmm_edit.selfcheck.smartedit_release import TinySizes, train_tokenizer, write_smartedit_release
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    return write_smartedit_release(tmp_path_factory.mktemp("pristine"), seed=2)
-
-
-@pytest.fixture
-def release(pristine, tmp_path):
-    root = tmp_path / "copy"
-    shutil.copytree(pristine.bundle.parent, root)
-    return type(pristine)(
-        bundle=root / pristine.bundle.name, llava=root / pristine.llava.name, clip=root / pristine.clip.name,
-        tokenizer=root / pristine.llava.name / "tokenizer.model", sizes=pristine.sizes, qformer_heads=pristine.qformer_heads,
-    )
+from lmm_edit.selfcheck.smartedit_release import TinySizes, train_tokenizer
 
 
 def _load(r, **kwargs):
