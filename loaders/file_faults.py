@@ -19,15 +19,17 @@ LEGACY_MAGIC = b"\x80"  # pickle protocol 2+: torch.save(_use_new_zipfile_serial
 
 
 def first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
-    return (lines or [type(err).__name__])[0][:160]
+    """The error's first line without colour codes; a line ending in ":" (a heading) takes the next one along."""
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()] or [type(err).__name__]
+    line = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")
+    return line[:300]
 
 
 def refused_global(err: BaseException) -> str:
     """The line of a weights_only refusal that names what it refused (the global), without terminal colour codes."""
     lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
     for i, line in enumerate(lines):
-        if "Unsupported global" in line or "WeightsUnpickler error:" in line:
+        if "Unsupported global" in line or "WeightsUnpickler error:" in line or "GLOBAL " in line:
             detail = line.split("WeightsUnpickler error:")[-1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
             return detail.split(". Please use")[0][:240]
     return first_line(err)

@@ -18,7 +18,6 @@ from deep inside safetensors or torch. Here:
 from __future__ import annotations
 
 import pickle
-import re
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ import transformers
 from huggingface_hub.errors import StrictDataclassError
 
 from ..errors import ModelFileError
+from ..file_faults import first_line, refused_global
 from ..weight_files import open_safetensors, read_json
 from .families import VLMFamily
 
@@ -108,16 +108,11 @@ def check_loading_info(info: dict, files: list[Path], model_class: str) -> None:
 # StrictDataclassError; malformed JSON values surface as AttributeError / TypeError / KeyError)
 TRANSFORMERS_ERRORS = (OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError, ImportError,
                        StrictDataclassError)
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-REFUSED_GLOBAL = "GLOBAL "  # the line of torch's weights_only error that names the refused object
 
 
 def _first_line(err: BaseException) -> str:
-    """The error's type and its telling line (for a refused pickle: the one naming the global), no colour codes."""
-    lines = [line.strip() for line in ANSI_ESCAPE.sub("", str(err)).splitlines() if line.strip()] or [""]
-    at = next((i for i, line in enumerate(lines) if REFUSED_GLOBAL in line), 0)
-    line = lines[at] + (" " + lines[at + 1] if lines[at].endswith(":") and at + 1 < len(lines) else "")
-    return f"{type(err).__name__}: {line[:300]}"
+    """The error's type and its first line, without terminal colour codes."""
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def load_model(folder: Path, family: VLMFamily, dtype: torch.dtype | None) -> torch.nn.Module:
@@ -137,7 +132,7 @@ def load_model(folder: Path, family: VLMFamily, dtype: torch.dtype | None) -> to
     except pickle.UnpicklingError as err:
         raise ModelFileError(
             _files_text(files), "weights torch can load safely (weights_only=True)",
-            f"a pickle with other objects ({_first_line(err)})",
+            f"a pickle with other objects ({refused_global(err)})",
             "use the model.safetensors files of the model instead of pytorch_model.bin",
         ) from err
     except TRANSFORMERS_ERRORS as err:
