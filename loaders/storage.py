@@ -10,6 +10,8 @@ weights than their inputs, so the default operations refuse any storage dtype bu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -36,14 +38,24 @@ def casts_weights(operations) -> bool:
     return bool(getattr(operations.Linear, "comfy_cast_weights", False))
 
 
-def stored_layers(module: nn.Module) -> list[nn.Module]:
-    """The layers whose weights a storage dtype applies to: Linear and Embedding (of any layer namespace)."""
-    return [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Embedding))]
+def stored_layers(module: nn.Module, only: Callable[[str], bool] | None = None) -> list[nn.Module]:
+    """The layers whose weights a storage dtype applies to: Linear and Embedding (of any layer namespace) whose
+    qualified name passes `only`."""
+    return [m for n, m in module.named_modules()
+            if isinstance(m, (nn.Linear, nn.Embedding)) and (only is None or only(n))]
 
 
-def store_weights(module: nn.Module, dtype: torch.dtype, compute: torch.dtype, operations) -> int:
-    """Cast the Linear and Embedding weights of `module` to `dtype` in place (one layer at a time, so at most one
-    extra layer is held); returns the number of layers changed. Biases keep the compute dtype."""
+def decoder_layer(name: str) -> bool:
+    """A layer of a transformers VLM's language decoder blocks (``...layers.N...``, not the vision tower): the
+    weights transformers never reads directly (it reads the embedding's and the vision tower's dtype)."""
+    return ".layers." in f".{name}" and not any(part in name for part in ("vision", "visual"))
+
+
+def store_weights(module: nn.Module, dtype: torch.dtype, compute: torch.dtype, operations,
+                  only: Callable[[str], bool] | None = None) -> int:
+    """Cast the Linear and Embedding weights of `module` (those `only` passes) to `dtype` in place (one layer at a
+    time, so at most one extra layer is held); returns the number of layers changed. Biases keep the compute
+    dtype."""
     if dtype == compute:
         return 0
     if not casts_weights(operations):
@@ -51,7 +63,7 @@ def store_weights(module: nn.Module, dtype: torch.dtype, compute: torch.dtype, o
             f"weights stored in {dtype} with compute in {compute} need layers that cast per call "
             "(comfy.ops.manual_cast); these layers cannot"
         )
-    layers = stored_layers(module)
+    layers = stored_layers(module, only)
     for layer in layers:
         layer.weight = nn.Parameter(layer.weight.detach().to(dtype), requires_grad=False)
     return len(layers)

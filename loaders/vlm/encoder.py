@@ -30,7 +30,8 @@ from ..encoder import AUTO_TEMPLATE, MAX_NEW_TOKENS, EncodeOptions, missing_toke
 from ..instruction import LMMInstruction
 from ..pixels import to_pil
 from .families import VISION_QWEN2
-from .load import MLLMBundle
+from .load import MLLMBundle, run_device
+from .memory import working_memory
 
 UNTRAINED_NOTE = ("Note: this folder has no learned [MM] tokens (the loader added them untrained); bridges trained "
                   "for a fine-tuned model will not get meaningful states.")
@@ -81,7 +82,7 @@ class _TokenCallback(BaseStreamer):
 
 def _image_inputs(bundle: MLLMBundle, image: Image.Image) -> dict[str, torch.Tensor]:
     processed = bundle.image_processor(images=[image], return_tensors="pt")
-    device = bundle.model.device
+    device = run_device(bundle.model)
     inputs = {k: processed[k].to(device) for k in IMAGE_INPUT_KEYS if k in processed}
     inputs["pixel_values"] = inputs["pixel_values"].to(bundle.model.dtype)
     return inputs
@@ -119,7 +120,7 @@ def _prompt_ids(bundle: MLLMBundle, prompt: str, image_tokens: int) -> torch.Ten
 
 def _text_inputs(bundle: MLLMBundle, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """input_ids, attention_mask (all ones) and, for Qwen's M-RoPE, mm_token_type_ids (1 on image tokens)."""
-    device = bundle.model.device
+    device = run_device(bundle.model)
     inputs = {
         "input_ids": ids[None].to(device),
         "attention_mask": torch.ones(1, ids.shape[0], dtype=torch.long, device=device),
@@ -145,7 +146,7 @@ def _generate(
         bos_token_id=own.bos_token_id,
         **sampling,
     )
-    device = model.device
+    device = run_device(model)
     streamer = _TokenCallback(on_token) if on_token is not None else None
     with torch.random.fork_rng(devices=[device] if device.type != "cpu" else [], device_type=device.type):
         torch.manual_seed(seed)
@@ -195,7 +196,7 @@ def encode_instruction(
     mm = set(mm_ids)
     start = full.shape[0] - len(tail)
     positions = torch.tensor([start + i for i, token in enumerate(tail) if token in mm], dtype=torch.long)
-    hidden = out.last_hidden_state[0, positions.to(bundle.model.device)]  # [r, D_llm] after the final norm
+    hidden = out.last_hidden_state[0, positions.to(run_device(bundle.model))]  # [r, D_llm] after the final norm
     extras = {"mm_tokens_trained": bundle.mm_tokens_trained, "prompt": prompt}
     if not bundle.mm_tokens_trained:
         extras["notes"] = (UNTRAINED_NOTE,)
@@ -248,5 +249,5 @@ class VLMEncoder:
         return replace(result, status=status_lines(result, len(mm_ids), _token_range(mm_ids), template_line))
 
     def memory_required(self) -> int:
-        """0: transformers' generate allocates its own KV cache; ComfyUI keeps its minimum free memory."""
-        return 0
+        """KV cache and activations of one encode (memory.py), for ComfyUI to keep free beside the weights."""
+        return working_memory(self.bundle.model.config, self.bundle.model.dtype.itemsize)
