@@ -140,8 +140,8 @@ def _rss_gib(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def timed(encode, device: str) -> dict:
-    """Peak memory over warm-up + timed run: CUDA allocator peak, or on CPU the resident-set peak (VmHWM reset
+def timed(encode, device: str, repeats: int = REPEATS) -> dict:
+    """Time of the fastest of `repeats` runs (after one warm-up when repeats > 1). Peak memory over them: CUDA allocator peak, or on CPU the resident-set peak (VmHWM reset
     through /proc/self/clear_refs after the weights are in place), which includes the resident weights."""
     gc.collect()
     if device == "cuda":
@@ -151,9 +151,10 @@ def timed(encode, device: str) -> dict:
     else:
         Path("/proc/self/clear_refs").write_text("5")
         resident = _rss_gib("VmRSS")
-    encode()  # warm-up
+    if repeats > 1:
+        encode()  # warm-up
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
         encode()

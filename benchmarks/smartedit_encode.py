@@ -84,7 +84,8 @@ def _build_lmm(layers: int, dtype: torch.dtype, storage: torch.dtype, device: st
     return lmm
 
 
-def run_ours(layers: int, dtype: torch.dtype, storage: torch.dtype, device: str, lowvram_gib: float | None) -> dict:
+def run_ours(layers: int, dtype: torch.dtype, storage: torch.dtype, device: str, lowvram_gib: float | None,
+             repeats: int) -> dict:
     """lowvram_gib: None = loaded whole; else ComfyUI's partial load with that many GiB of weights on the GPU."""
     _boot_comfyui(device)
     import_pack()
@@ -112,7 +113,7 @@ def run_ours(layers: int, dtype: torch.dtype, storage: torch.dtype, device: str,
             emb = torch.cat([emb[:, :at], projected.to(emb.dtype), emb[:, at:]], dim=1)
             return decode.decode_image_states(lmm.llm, emb, image_ids, 2, teacher_ids=teacher)
 
-    result = timed(encode, device)
+    result = timed(encode, device, repeats)
     result["weights_on_device_gib"] = lmm.model_loaded_weight_memory / 2**30
     result["llm_weight_gib"] = sum(p.numel() * p.element_size() for p in lmm.llm.parameters()) / 2**30
     return result
@@ -131,7 +132,7 @@ def _child(args) -> None:
 
     dtype = NAMED_DTYPES[args.dtype]
     storage = STORAGE.get(args.storage, dtype)
-    print("RESULT " + json.dumps(run_ours(args.layers, dtype, storage, args.device, args.lowvram)))
+    print("RESULT " + json.dumps(run_ours(args.layers, dtype, storage, args.device, args.lowvram, args.repeats)))
 
 
 def _runs(args) -> list[tuple[str, list[str]]]:
@@ -160,16 +161,22 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="on CUDA, also run the fp32 reference path")
     parser.add_argument("--no-reference", action="store_true", help="on CPU, skip the reference path")
     parser.add_argument("--bandwidth-tbs", type=float, default=3.35, help="HBM TB/s for the weight-read floor (H100)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs of ours (default 3 after a warm-up on CUDA; 1 on CPU, where fp8 weights are "
+                        "cast at ~14 ns per element, minutes per fp8 encode)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.layers is None:
         args.layers = 32 if args.device == "cuda" else 2
+    if args.repeats is None:
+        args.repeats = 3 if args.device == "cuda" else 1
     if args.path:
         _child(args)
         return
     results = {}
     for label, extra in _runs(args):
-        cmd = [sys.executable, __file__, "--device", args.device, "--layers", str(args.layers), "--path", "ours", *extra]
+        cmd = [sys.executable, __file__, "--device", args.device, "--layers", str(args.layers), "--path", "ours",
+               "--repeats", str(args.repeats), *extra]
         if "reference" in extra:
             cmd = cmd[: cmd.index("--path")] + extra
         out = subprocess.run(cmd, capture_output=True, text=True)

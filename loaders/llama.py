@@ -197,8 +197,11 @@ class LlamaLM(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings [.., D] in the compute dtype, on the ids' device."""
-        if self.embed_tokens.weight.dtype != self.compute_dtype and hasattr(self.embed_tokens, "comfy_cast_weights"):
-            return self.embed_tokens(input_ids, out_dtype=self.compute_dtype)  # ComfyUI's Embedding: cast, then look up
+        stored = self.embed_tokens.weight.dtype
+        if stored != self.compute_dtype and input_ids.device.type != "cpu" and hasattr(self.embed_tokens, "comfy_cast_weights"):
+            # ComfyUI's Embedding: the table cast to the compute dtype, then looked up (no fp8 lookup needed on a GPU);
+            # on a CPU the rows are looked up in the stored dtype and cast, not the whole table
+            return self.embed_tokens(input_ids, out_dtype=self.compute_dtype)
         return self.embed_tokens(input_ids).to(self.compute_dtype)
 
     def _rope(self, start: int, length: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
