@@ -65,17 +65,18 @@ class RMSNorm(nn.Module):
         self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(x.device)  # a no-op unless partial loading left this small weight offloaded
         if self.output == "input":
             # transformers 4.34 LlamaRMSNorm: normalise in fp32, cast back to the input dtype, then scale
             x32 = x.to(torch.float32)
             x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-            return self.weight * x32.to(x.dtype)
+            return weight * x32.to(x.dtype)
         # transformers 4.28 LlamaRMSNorm: variance in fp32, then back to the weight's half dtype
         variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
         x = x * torch.rsqrt(variance + self.eps)
-        if self.weight.dtype in (torch.float16, torch.bfloat16):
-            x = x.to(self.weight.dtype)
-        return self.weight * x
+        if weight.dtype in (torch.float16, torch.bfloat16):
+            x = x.to(weight.dtype)
+        return weight * x
 
 
 def rope_inv_freq(head_dim: int, theta: float = ROPE_THETA) -> torch.Tensor:
@@ -184,14 +185,29 @@ class LlamaLM(nn.Module):
         self.lm_head = operations.Linear(config.hidden, config.vocab, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(config.head_dim, config.rope_theta), persistent=True)
 
-    def new_cache(self, batch: int, capacity: int) -> KVCache:
-        weight = self.embed_tokens.weight
-        return KVCache(self.config, batch, capacity, weight.dtype, weight.device)
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The activations' dtype: the norms' (weights of Linear/Embedding layers may be stored narrower, e.g. fp8,
+        and cast per layer by the layer classes; loaders/storage.py)."""
+        return self.norm.weight.dtype
 
-    def _rope(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def new_cache(self, batch: int, capacity: int, device: torch.device | None = None) -> KVCache:
+        """device: where the decode runs (default: the embedding's; under partial loading pass the inputs')."""
+        return KVCache(self.config, batch, capacity, self.compute_dtype, device or self.embed_tokens.weight.device)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings [.., D] in the compute dtype, on the ids' device."""
+        stored = self.embed_tokens.weight.dtype
+        if stored != self.compute_dtype and input_ids.device.type != "cpu" and hasattr(self.embed_tokens, "comfy_cast_weights"):
+            # ComfyUI's Embedding: the table cast to the compute dtype, then looked up (no fp8 lookup needed on a GPU);
+            # on a CPU the rows are looked up in the stored dtype and cast, not the whole table
+            return self.embed_tokens(input_ids, out_dtype=self.compute_dtype)
+        return self.embed_tokens(input_ids).to(self.compute_dtype)
+
+    def _rope(self, start: int, length: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         # 4.28: t = arange(positions) in fp32, freqs = t ⊗ inv_freq, emb = cat(freqs, freqs), cos/sin cast to dtype
-        positions = torch.arange(start, start + length, device=self.inv_freq.device, dtype=torch.float32)
-        freqs = torch.outer(positions, self.inv_freq.float())
+        positions = torch.arange(start, start + length, device=device, dtype=torch.float32)
+        freqs = torch.outer(positions, self.inv_freq.to(device).float())
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype)[None, None], emb.sin().to(dtype)[None, None]
 
@@ -202,7 +218,7 @@ class LlamaLM(nn.Module):
         """
         start = cache.length if cache is not None else 0
         x = inputs_embeds
-        cos, sin = self._rope(start, x.shape[1], x.dtype)
+        cos, sin = self._rope(start, x.shape[1], x.dtype, x.device)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i)
         if cache is not None:

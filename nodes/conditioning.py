@@ -91,7 +91,7 @@ class BIMConditioningNode(io.ComfyNode):
         _check_instruction(instruction)
         pixels = edit_pixels(image, width, height)
         source_latent = vae.encode(pixels)
-        load_for_use(bridge)
+        load_for_use(bridge, whole=True)  # small; its raw query tokens are read directly
         out = bridge_condition(module, instruction, latent_hw=tuple(source_latent.shape[-2:]))
         # the fp16 conditioning upcast exactly; ComfyUI casts it to the UNet's dtype as the reference does
         positive, negative = edit_conditionings(out.cond.float(), null_text, source_latent, out.residual)

@@ -21,10 +21,19 @@ from ..loaders.errors import ModelFileError
 from ..loaders.ip2p.unet_keys import LDM_PREFIX
 from ..loaders.smartedit import SmartEditBundle, SmartEditEncoder, find_bundle, load_bridge, load_lmm, load_unet_ldm
 from ..loaders.smartedit.load import check_vision_size
+from ..loaders.storage import STORAGE_CHOICES, storage_dtype
 from .bim_residual import install_bim_residual
 from .folders import list_model_subfolders, model_file_options, resolve_model_file, resolve_model_subfolder
 from .lmm_handle import LMMHandle
-from .module_patchers import DTYPE_CHOICES, explicit_dtype, lmm_load_device, resolve_dtype, wrap_module
+from .module_patchers import (
+    DTYPE_CHOICES,
+    WEIGHT_DTYPE_TOOLTIP,
+    explicit_dtype,
+    lmm_load_device,
+    lmm_operations,
+    resolve_dtype,
+    wrap_module,
+)
 from .socket_types import BRIDGE, LMM
 
 
@@ -88,6 +97,10 @@ class SmartEditLoaderNode(io.ComfyNode):
                     tooltip="Attention heads of the Q-Former (BERT). 0: width / 64, i.e. 12 for SmartEdit's 768-wide "
                     "Q-Former (bert-base-uncased); the shapes cannot tell.",
                 ),
+                io.Combo.Input(
+                    "weight_dtype", options=list(STORAGE_CHOICES), default="default", optional=True,
+                    tooltip=WEIGHT_DTYPE_TOOLTIP + " For SmartEdit-7B: about 13.5 GB of LLaMA weights in fp16, 7 GB in fp8.",
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="SmartEdit's UNet (InstructPix2Pix-style, 8 input channels) "
@@ -99,7 +112,7 @@ class SmartEditLoaderNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, bundle, llava, clip_vision, dtype, qformer_heads=0) -> io.NodeOutput:
+    def execute(cls, bundle, llava, clip_vision, dtype, qformer_heads=0, weight_dtype="default") -> io.NodeOutput:
         bundle_dir = resolve_model_subfolder(model_folders.SMARTEDIT, bundle)
         llava_dir = resolve_model_subfolder(model_folders.LLAVA, llava)
         clip_path = resolve_model_file(model_folders.CLIP_VISION, clip_vision)
@@ -108,7 +121,9 @@ class SmartEditLoaderNode(io.ComfyNode):
         bridge_dtype = explicit_dtype(dtype) or torch.float32  # small; the reference runs it in fp32
         found = find_bundle(Path(bundle_dir))
         ops = comfy.ops.disable_weight_init  # ComfyUI's layers, as its own models use (loaders/operations.py)
-        lmm = load_lmm(found, llava_dir, clip_path, None, lmm_dtype, operations=ops)
+        storage = storage_dtype(weight_dtype, lmm_dtype)
+        lmm = load_lmm(found, llava_dir, clip_path, None, lmm_dtype, operations=lmm_operations(storage, lmm_dtype),
+                       storage=storage)
         check_vision_size(lmm, clip_path)
         bridge = load_bridge(found, bridge_dtype, qformer_heads or None, operations=ops)
         unet = load_smartedit_unet(found, explicit_dtype(dtype))

@@ -3,7 +3,9 @@
 The work is in ``loaders/vlm`` (family from ``config.json``, learned ``[MM]`` tokens, the encoder). Here:
 the folder picker (``models/lmm_edit/mllm/<name>/``), the dtype policy shared with the SmartEdit loader, and
 the model as a ComfyUI ModelPatcher, so ComfyUI moves it to the text-encoder device for encoding and
-offloads it for the UNet. transformers builds its own layers, so no ComfyUI ops are passed here.
+offloads it for the UNet. transformers builds its own layers; their stock torch.nn classes are swapped for
+ComfyUI's (``adopt_comfy_layers``) so ComfyUI can load the model partially, and ``weight_dtype`` stores the
+language decoder's Linear weights narrower (the layers transformers never reads the dtype of).
 """
 
 from __future__ import annotations
@@ -11,10 +13,19 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..loaders import model_folders
+from ..loaders.storage import STORAGE_CHOICES, decoder_layer, storage_dtype, store_weights
 from ..loaders.vlm import DEFAULT_NUM_MM_TOKENS, FAMILIES_BY_MODEL_TYPE, VLMEncoder, VLMModule, load_mllm
 from .folders import list_model_subfolders, resolve_model_subfolder
 from .lmm_handle import LMMHandle
-from .module_patchers import DTYPE_CHOICES, lmm_load_device, resolve_dtype, wrap_module
+from .module_patchers import (
+    DTYPE_CHOICES,
+    WEIGHT_DTYPE_TOOLTIP,
+    adopt_comfy_layers,
+    lmm_load_device,
+    lmm_operations,
+    resolve_dtype,
+    wrap_module,
+)
 from .socket_types import LMM
 
 MAX_MM_TOKENS = 256
@@ -46,15 +57,25 @@ class MLLMLoaderNode(io.ComfyNode):
                     "dtype", options=list(DTYPE_CHOICES), default="auto",
                     tooltip="auto: fp16 (else bf16) on a GPU, fp32 on CPU. A 7B model needs about 15 GB in fp16.",
                 ),
+                io.Combo.Input(
+                    "weight_dtype", options=list(STORAGE_CHOICES), default="default", optional=True,
+                    tooltip=WEIGHT_DTYPE_TOOLTIP + " Here it applies to the language decoder's layers (80-90 % of a "
+                    "7B model's weights); embeddings, lm_head and the vision tower keep the dtype above.",
+                ),
             ],
             outputs=[LMM.Output(display_name="LMM", tooltip="The multimodal LLM, for LMMEdit_LMMEncode.")],
         )
 
     @classmethod
-    def execute(cls, model_folder, num_mm_tokens, dtype) -> io.NodeOutput:
+    def execute(cls, model_folder, num_mm_tokens, dtype, weight_dtype="default") -> io.NodeOutput:
         folder = resolve_model_subfolder(model_folders.MLLM, model_folder)
         device = lmm_load_device()
-        bundle = load_mllm(folder, num_mm_tokens, dtype=resolve_dtype(dtype, device), device="cpu")
+        compute = resolve_dtype(dtype, device)
+        bundle = load_mllm(folder, num_mm_tokens, dtype=compute, device="cpu")
+        storage = storage_dtype(weight_dtype, compute)
+        ops = lmm_operations(storage, compute)
+        adopt_comfy_layers(bundle.model, ops)
+        store_weights(bundle.model, storage, compute, ops, only=decoder_layer)
         return io.NodeOutput(LMMHandle(wrap_module(VLMModule(bundle), device), VLMEncoder(bundle)))
 
 

@@ -123,7 +123,7 @@ def decode_answer(
     """Generate after the prompt embeddings [1, T, H] (KV cache); `forced` replays given tokens (teacher forcing)."""
     llm = model.llm
     limit = len(forced) if forced is not None else settings.max_new_tokens
-    cache = llm.new_cache(1, inputs_embeds.shape[1] + limit)
+    cache = llm.new_cache(1, inputs_embeds.shape[1] + limit, device=inputs_embeds.device)
     hidden = llm(inputs_embeds, cache)[:, -1:]
     ids: list[int] = []
     states: list[torch.Tensor] = []

@@ -73,7 +73,7 @@ def decode_image_states(
     first_image_id = int(image_token_ids[0])
     forced_tail = [int(i) for i in image_token_ids] + [int(eos_id)]
     generator = torch.Generator().manual_seed(int(seed))
-    cache = llm.new_cache(batch=1, capacity=inputs_embeds.shape[1] + 64)
+    cache = llm.new_cache(batch=1, capacity=inputs_embeds.shape[1] + 64, device=inputs_embeds.device)
     step_states: list[torch.Tensor] = []
     kept: list[torch.Tensor] = []
     chosen: list[int] = []
@@ -83,9 +83,9 @@ def decode_image_states(
     token = None
     for step in range(max_new_tokens):
         if step == 0:
-            hidden = llm(inputs_embeds.to(llm.embed_tokens.weight.dtype), cache)[:, -1]
+            hidden = llm(inputs_embeds.to(llm.compute_dtype), cache)[:, -1]
         else:
-            hidden = llm(llm.embed_tokens(torch.tensor([[token]], device=inputs_embeds.device)), cache)[:, -1]
+            hidden = llm(llm.embed(torch.tensor([[token]], device=inputs_embeds.device)), cache)[:, -1]
         state = hidden[0]
         step_states.append(state)
         if token is not None and token >= first_image_id:

@@ -24,7 +24,6 @@ from .vision import clip_pixels
 # "NN: <Human line>", numbered 1..30 in the order of data/ConversationTemplateEditing_use.txt
 TEMPLATE_CHOICES = [AUTO_TEMPLATE] + [f"{i + 1:02d}: {human}" for i, (human, _) in enumerate(TEMPLATES)]
 # Working memory of one encode, beyond the weights (what ComfyUI must free before loading the LMM):
-PROMPT_POSITIONS = 1024  # upper bound of the prompt: system text + template (~100 tokens) + 256 image features
 ALLOCATOR_HEADROOM = 256 * 1024 * 1024  # CLIP activations, logits [V] per step and the allocator's fragmentation
 
 
@@ -37,7 +36,7 @@ class PromptInputs:
 
 def vision_features(lmm: SmartEditLMM, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """IMAGE [H, W, 3] 0..1 -> (CLIP patch features [1, P, C], projected features [1, P, D]) in compute dtype."""
-    device = lmm.mm_projector.weight.device
+    device = lmm.execution_device()
     pixels = clip_pixels(image, lmm.vision.config.image_size).to(device)
     feats = lmm.vision(pixels)
     return feats, lmm.mm_projector(feats)
@@ -50,8 +49,8 @@ def prompt_inputs(lmm: SmartEditLMM, input_ids: torch.Tensor, projected: torch.T
     if hits.numel() == 0:
         raise ValueError("the prompt holds no <img_0> placeholder for the image features")
     at = int(hits[0, 0])
-    kept = torch.cat([input_ids[:at], input_ids[at + 1 :]]).to(lmm.llm.embed_tokens.weight.device)
-    embeds = lmm.llm.embed_tokens(kept.unsqueeze(0))
+    kept = torch.cat([input_ids[:at], input_ids[at + 1 :]]).to(projected.device)
+    embeds = lmm.llm.embed(kept.unsqueeze(0))
     embeds = torch.cat([embeds[:, :at], projected.to(embeds.dtype), embeds[:, at:]], dim=1)
     return PromptInputs(input_ids=input_ids, insert_at=at, inputs_embeds=embeds)
 
@@ -158,8 +157,8 @@ class SmartEditEncoder:
     def memory_required(self) -> int:
         """The KV cache of a full-length answer plus the prompt pass's MLP activations and some headroom."""
         config = self.lmm.llm.config
-        itemsize = self.lmm.llm.embed_tokens.weight.element_size()
-        positions = PROMPT_POSITIONS + MAX_NEW_TOKENS
+        itemsize = self.lmm.llm.norm.weight.element_size()  # activations and cache: the compute dtype
+        positions = self.lmm.info.context + MAX_NEW_TOKENS  # the longest prompt encode() accepts, then the answer
         kv_cache = 2 * config.layers * config.hidden * positions * itemsize
         activations = 4 * positions * config.intermediate * itemsize  # MLP intermediates of the prompt pass
         return kv_cache + activations + ALLOCATOR_HEADROOM

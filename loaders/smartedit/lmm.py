@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from ..llama import LlamaLM
@@ -37,3 +38,9 @@ class SmartEditLMM(nn.Module):
         self.mm_projector = mm_projector
         self.tokenizer = tokenizer
         self.info = info
+
+    def execution_device(self) -> torch.device:
+        """Where an encode runs: where ComfyUI's ModelPatcher loaded the module (it sets ``device``; under partial
+        loading some weights stay offloaded and are cast per layer), else where the weights are."""
+        placed = self.__dict__.get("device")
+        return placed if isinstance(placed, torch.device) else self.llm.norm.weight.device

@@ -23,6 +23,7 @@ from ..ip2p.unet_keys import DIFFUSERS_PREFIX, LDM_PREFIX, check_ip2p_conv_in, d
 from ..llama import LlamaConfig, LlamaLM, rope_inv_freq
 from ..operations import DEFAULT_OPERATIONS
 from ..state_checks import check_float_tensors, load_checked, reading_shapes
+from ..storage import store_weights
 from ..weight_files import read_shapes
 from .bim import BIM, BIMConfig
 from .conditioning import SmartEditBridge
@@ -82,10 +83,13 @@ def load_lmm(
     tokenizer_path: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
     operations=DEFAULT_OPERATIONS,
+    storage: torch.dtype | None = None,
 ) -> SmartEditLMM:
     """Build the LMM on CPU in `dtype` from a bundle, the LLaVA-1.1 base folder and the CLIP vision weights.
 
-    tokenizer_path: the LLaMA tokenizer.model (default: `<llava_dir>/tokenizer.model`).
+    tokenizer_path: the LLaMA tokenizer.model (default: `<llava_dir>/tokenizer.model`). storage: the dtype the
+    Linear and Embedding weights are kept in (e.g. fp8; default `dtype`), computed in `dtype` by layers that
+    cast per call (loaders/storage.py).
     """
     llava = open_llava_base(llava_dir)
     tokenizer = LlamaSlowTokenizer(tokenizer_path or Path(llava_dir) / "tokenizer.model")
@@ -135,7 +139,9 @@ def load_lmm(
         context=int(llava.config.get("max_position_embeddings", LLAMA1_CONTEXT)),
         sources={"llm": str(bundle.llm), "llava": str(llava.folder), "clip": str(clip_path), "tokenizer": str(tokenizer.model_file)},
     )
-    return SmartEditLMM(llm, vision, projector, tokenizer, info).eval()
+    lmm = SmartEditLMM(llm, vision, projector, tokenizer, info).eval()
+    store_weights(lmm, storage or dtype, dtype, operations)
+    return lmm
 
 
 QFORMER_PREFIX = "sd_qformer."

@@ -126,10 +126,12 @@ class ClipVisionTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         b = pixels.shape[0]
-        weight = self.patch_embedding.weight
-        patches = self.patch_embedding(pixels.to(weight.dtype)).flatten(2).transpose(1, 2)  # [B, P, D]
-        cls = self.class_embedding.to(patches.dtype).expand(b, 1, -1)
-        x = torch.cat([cls, patches], dim=1) + self.position_embedding.weight[None]
+        # compute dtype: the norms' (Linear/Conv weights may be stored narrower and cast per layer, loaders/storage.py);
+        # raw weights are read on the pixels' device (partial loading may leave them offloaded)
+        dtype = self.pre_layrnorm.weight.dtype
+        patches = self.patch_embedding(pixels.to(dtype)).flatten(2).transpose(1, 2)  # [B, P, D]
+        cls = self.class_embedding.to(patches).expand(b, 1, -1)
+        x = torch.cat([cls, patches], dim=1) + self.position_embedding.weight.to(patches)[None]
         x = self.pre_layrnorm(x)
         for layer in self.layers:
             x = layer(x)

@@ -31,7 +31,8 @@ from ..instruction import LMMInstruction
 from .families import VISION_QWEN2
 from .inputs import as_pil_image, check_instruction_text, check_prompt_length
 from .inputs import image_inputs as prepare_image
-from .load import MLLMBundle
+from .load import MLLMBundle, run_device
+from .memory import working_memory
 
 UNTRAINED_NOTE = ("Note: this folder has no learned [MM] tokens (the loader added them untrained); bridges trained "
                   "for a fine-tuned model will not get meaningful states.")
@@ -111,7 +112,7 @@ def _prompt_ids(bundle: MLLMBundle, prompt: str, image_tokens: int) -> torch.Ten
 
 def _text_inputs(bundle: MLLMBundle, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """input_ids, attention_mask (all ones) and, for Qwen's M-RoPE, mm_token_type_ids (1 on image tokens)."""
-    device = bundle.model.device
+    device = run_device(bundle.model)
     inputs = {
         "input_ids": ids[None].to(device),
         "attention_mask": torch.ones(1, ids.shape[0], dtype=torch.long, device=device),
@@ -137,7 +138,7 @@ def _generate(
         bos_token_id=own.bos_token_id,
         **sampling,
     )
-    device = model.device
+    device = run_device(model)
     streamer = _TokenCallback(on_token) if on_token is not None else None
     with torch.random.fork_rng(devices=[device] if device.type != "cpu" else [], device_type=device.type):
         torch.manual_seed(seed)
@@ -189,7 +190,7 @@ def encode_instruction(
     mm = set(mm_ids)
     start = full.shape[0] - len(tail)
     positions = torch.tensor([start + i for i, token in enumerate(tail) if token in mm], dtype=torch.long)
-    hidden = out.last_hidden_state[0, positions.to(bundle.model.device)]  # [r, D_llm] after the final norm
+    hidden = out.last_hidden_state[0, positions.to(run_device(bundle.model))]  # [r, D_llm] after the final norm
     extras = {"mm_tokens_trained": bundle.mm_tokens_trained, "prompt": prompt}
     if not bundle.mm_tokens_trained:
         extras["notes"] = (UNTRAINED_NOTE,)
@@ -242,5 +243,5 @@ class VLMEncoder:
         return replace(result, status=status_lines(result, len(mm_ids), _token_range(mm_ids), template_line))
 
     def memory_required(self) -> int:
-        """0: transformers' generate allocates its own KV cache; ComfyUI keeps its minimum free memory."""
-        return 0
+        """KV cache and activations of one encode (memory.py), for ComfyUI to keep free beside the weights."""
+        return working_memory(self.bundle.model.config, self.bundle.model.dtype.itemsize)

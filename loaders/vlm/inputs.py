@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..instruction import check_context, check_encodable, check_placeholders
 from ..pixels import rgb_pil
-from .load import MLLMBundle
+from .load import MLLMBundle, run_device
 
 IMAGE_INPUT_KEYS = ("pixel_values", "image_sizes", "image_grid_thw")  # what the families' forwards take
 
@@ -39,7 +39,7 @@ def image_inputs(bundle: MLLMBundle, image: Image.Image) -> dict[str, torch.Tens
             f"{image_input_name(bundle)}: the {image.width}x{image.height} px image cannot be prepared for this "
             f"model ({err}). Fix: crop or pad the image to a less extreme shape before this node."
         ) from err
-    device = bundle.model.device
+    device = run_device(bundle.model)
     inputs = {k: processed[k].to(device) for k in IMAGE_INPUT_KEYS if k in processed}
     inputs["pixel_values"] = inputs["pixel_values"].to(bundle.model.dtype)
     return inputs

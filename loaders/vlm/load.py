@@ -65,6 +65,25 @@ class VLMModule(torch.nn.Module):
         super().__init__()
         self.vlm = bundle.model
 
+    @property
+    def device(self) -> torch.device | None:
+        """Where ComfyUI's ModelPatcher loaded the model (it sets ``device``), passed on to the encoder."""
+        return self.vlm.__dict__.get(RUN_DEVICE)
+
+    @device.setter
+    def device(self, value: torch.device) -> None:
+        self.vlm.__dict__[RUN_DEVICE] = value
+
+
+RUN_DEVICE = "lmm_edit_run_device"
+
+
+def run_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's inputs go: where ComfyUI loaded it (partial loading leaves some weights offloaded, so the
+    first weight's device, transformers' ``model.device``, may be the CPU), else ``model.device``."""
+    placed = model.__dict__.get(RUN_DEVICE)
+    return placed if placed is not None else model.device
+
 
 def _mm_token_ids(tokenizer: object, names: list[str], folder: Path) -> list[int] | None:
     vocab = tokenizer.get_vocab()
