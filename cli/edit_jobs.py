@@ -65,8 +65,8 @@ JOBS = {
         needs=(
             ModelFile(model_folders.ANY2PIX, ANY2PIX_RELEASE, f"{ANY2PIX_HUB} (llm-retrained/, prior/; see README, "
                       "InstructAny2Pix)", is_folder=True),
-            ModelFile(model_folders.ANY2PIX, "imagebind_huge.pth",
-                      "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth (facebookresearch/ImageBind)"),
+            ModelFile(model_folders.ANY2PIX, f"{ANY2PIX_RELEASE}/imagebind_huge.pth", "ckpts/imagebind_huge.pth of the "
+                      "release, or https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth (facebookresearch/ImageBind)"),
             ModelFile(model_folders.IPADAPTER, ANY2PIX_ADAPTER, f"{ANY2PIX_HUB} (sdxl/{ANY2PIX_ADAPTER})"),
             SDXL_CHECKPOINT,
         ),

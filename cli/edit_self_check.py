@@ -57,8 +57,10 @@ def _any2pix(job: EditJob, scratch: pathlib.Path) -> dict[str, pathlib.Path]:
             write_tiny_sdxl_checkpoint(target)
         elif need.folder == model_folders.ANY2PIX and need.is_folder:
             write_release(target)
-        elif need.folder == model_folders.ANY2PIX:
+        elif need.folder == model_folders.ANY2PIX and not target.exists():  # write_release wrote the release's
             write_imagebind(target)
+        elif need.folder == model_folders.ANY2PIX:
+            continue
         elif need.folder == model_folders.IPADAPTER:
             layers = cross_attention_layers(TINY_SDXL_UNET_CONFIG)
             state = tiny_global_local_adapter_state([layer.channels for layer in layers],
