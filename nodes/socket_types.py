@@ -16,3 +16,9 @@ BRIDGE = io.Custom("LMM_EDIT_BRIDGE")
 INSTRUCTION = io.Custom("LMM_EDIT_INSTRUCTION")
 # loaders.ip_adapter.ImageAdapter (InsightEdit IAA or IP-Adapter) in a ComfyUI ModelPatcher
 ADAPTER = io.Custom("LMM_EDIT_ADAPTER")
+# nodes.any2pix_loader.Any2PixModels: InstructAny2Pix's LLM, ImageBind and prior, each a ModelPatcher
+ANY2PIX = io.Custom("LMM_EDIT_ANY2PIX")
+# nodes.any2pix_encode.Any2PixEncoding: the LLM's output/base embeddings, caption and inputs (small CPU tensors)
+ANY2PIX_ENCODING = io.Custom("LMM_EDIT_ANY2PIX_ENCODING")
+# the fused InstructAny2Pix embedding [1, D] (CPU float32) that drives the two-view IP-Adapter's image branch
+ANY2PIX_EMBEDDING = io.Custom("LMM_EDIT_ANY2PIX_EMBEDDING")
