@@ -14,7 +14,7 @@ from comfy_api.v0_0_2 import io
 from ..loaders.any2pix import DEMO, REFERENCE, fuse, prior_input, refine
 from ..loaders.any2pix.prior_refine import DEFAULT_GUIDANCE, DEFAULT_NEGATIVE_SCORE, DEFAULT_SCORE
 from .module_patchers import load_for_use
-from .socket_types import ANY2PIX, ANY2PIX_EMBEDDING, ANY2PIX_ENCODING
+from .socket_types import ANY2PIX, ANY2PIX_ENCODING, EMBEDDING
 
 PRESETS = {"reference __call__": REFERENCE, "gradio demo": DEMO}
 CUSTOM = "custom (h0, h1, h2, norm below)"
@@ -83,7 +83,7 @@ class Any2PixFuseNode(io.ComfyNode):
                                "step at t = 1, 1e-10 of fresh noise). direct: the same value without the round trip "
                                "(differs by float rounding, ~1e-5)."),
             ],
-            outputs=[ANY2PIX_EMBEDDING.Output(display_name="EMBEDDING", tooltip="The fused embedding [1, D] for the "
+            outputs=[EMBEDDING.Output(display_name="EMBEDDING", tooltip="The fused embedding [1, D] for the "
                                               "two-view IP-Adapter (ip_adapter_global_local_2_view) image branch.")],
         )
 

@@ -20,5 +20,7 @@ ADAPTER = io.Custom("LMM_EDIT_ADAPTER")
 ANY2PIX = io.Custom("LMM_EDIT_ANY2PIX")
 # nodes.any2pix_encode.Any2PixEncoding: the LLM's output/base embeddings, caption and inputs (small CPU tensors)
 ANY2PIX_ENCODING = io.Custom("LMM_EDIT_ANY2PIX_ENCODING")
-# the fused InstructAny2Pix embedding [1, D] (CPU float32) that drives the two-view IP-Adapter's image branch
-ANY2PIX_EMBEDDING = io.Custom("LMM_EDIT_ANY2PIX_EMBEDDING")
+# an image-space embedding given directly to an image adapter: torch.Tensor [n, C] (float, CPU), one row per
+# image prompt; InstructAny2Pix's fused ImageBind-space embedding (C = 1024), read by LMMEdit_IAAImageBranch
+# with the any2pix-global-local adapter (or a basic IP-Adapter reading C-wide CLIP image_embeds)
+EMBEDDING = io.Custom("LMM_EDIT_EMBEDDING")

@@ -18,7 +18,6 @@ embedding) still depend on the instruction and the injected image/audio embeddin
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ from safetensors.torch import save_file
 ADDED = ("<im_gen_start>", "<im_gen>", "<mask_gen>", "<audio_gen>", "<audio_gen_start>", "<audio>", "<video>",
          "<base>", "<base_null>")  # instructany2pix/llm/constants.py, in initialize_vision_tokenizer's order
 SPACE = "\u2581"
-EMBED = 32  # ImageBind output = LLM projector input = predictor output = prior width = IP clip dim [1024]
+EMBED = 1024  # ImageBind output = LLM projector input = predictor output = prior width = IP clip dim, as released
 DEFAULT_ANSWER = ("<base>", SPACE, "<im_gen>", "[", "r", "e", "d", "]", "<video>", "</s>")
 DEFAULT_CAPTION = "red"
 PROMPT_LAST = ":"  # vicuna_v1 prompt ends with "ASSISTANT:"
@@ -174,14 +173,15 @@ def write_imagebind(path: Path, seed: int = 1) -> Path:
 
 # -- prior --------------------------------------------------------------------------------------------------------
 def write_prior(folder: Path, seed: int = 2) -> Path:
-    """`prior/model.bin`: GPT-2 width EMBED with gpt2-medium's 16 heads, a 64-wide one-head CLIP text tower."""
+    """`prior/model.bin`: one GPT-2 layer of width EMBED with gpt2-medium's 16 heads (inner width EMBED), a 64-wide
+    one-head CLIP text tower; saved in fp16 to keep it small (the loader casts to its dtype)."""
     from lmm_edit.loaders.any2pix.clip_text import ClipTextConfig
     from lmm_edit.loaders.any2pix.gpt2 import GPT2Config
     from lmm_edit.loaders.any2pix.prior import CLIP_PREFIX, SCORE_EMBED_DIM, Any2PixPrior, PriorConfig
 
     clip = ClipTextConfig(width=64, layers=1, heads=1, intermediate=128, vocab=10, positions=8)
     config = PriorConfig(embed_dim=EMBED, linear_dims={1: EMBED, 2: 64, 3: SCORE_EMBED_DIM}, sos_rows=8,
-                         modality_rows=10, gpt2=GPT2Config(EMBED, 2, 16, 4 * EMBED, 32), clip=clip)
+                         modality_rows=10, gpt2=GPT2Config(EMBED, 1, 16, EMBED, 32), clip=clip)
     torch.manual_seed(seed)
     prior = Any2PixPrior(config)
     state = {}
@@ -195,34 +195,16 @@ def write_prior(folder: Path, seed: int = 2) -> Path:
         else:
             state[key] = value
     state["model.wte.weight"] = torch.randn(16, EMBED) * 0.02  # present in the release file, unused
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(state, folder / "model.bin")
     return folder / "model.bin"
 
 
-# -- the two-view IP-Adapter ----------------------------------------------------------------------------------------
-def write_global_local_adapter(path: Path, cross_dim: int, attention_widths: list[int], clip_dim: int = EMBED,
-                               tokens: int = 4, seed: int = 3) -> Path:
-    """`ip_adapter_global_local_2_view.bin`: image_proj (proj, norm, raw_embed [2, cross]) + `ip_adapter.<2n+1>.
-    to_k_ip/to_v_ip.weight` [width_n, cross] for the n-th cross-attention layer (diffusers processor order)."""
-    g = torch.Generator().manual_seed(seed)
-    image_proj = {"proj.weight": torch.randn(tokens * cross_dim, clip_dim, generator=g) * clip_dim**-0.5,
-                  "proj.bias": torch.randn(tokens * cross_dim, generator=g) * 0.02,
-                  "norm.weight": torch.ones(cross_dim), "norm.bias": torch.zeros(cross_dim),
-                  "raw_embed": torch.randn(2, cross_dim, generator=g) * 0.5}
-    ip = {}
-    for n, width in enumerate(attention_widths):
-        for name in ("to_k_ip", "to_v_ip"):
-            ip[f"{2 * n + 1}.{name}.weight"] = torch.randn(width, cross_dim, generator=g) / math.sqrt(cross_dim)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"image_proj": image_proj, "ip_adapter": ip}, path)
-    return path
-
-
 def write_release(root: Path, answer: tuple[str, ...] = DEFAULT_ANSWER) -> dict[str, Path]:
-    """A whole tiny release folder (without the SDXL adapter, which depends on the SDXL checkpoint)."""
+    """A whole tiny release folder. The SDXL adapter depends on the SDXL checkpoint's layers: selfcheck/
+    ip_adapter_files.py `tiny_global_local_adapter_state` (clip_dim EMBED)."""
     root = Path(root)
     return {"llm": write_llm(root / "llm-retrained", answer), "imagebind": write_imagebind(root / "imagebind_huge.pth"),
             "prior": write_prior(root / "prior").parent}

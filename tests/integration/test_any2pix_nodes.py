@@ -8,35 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
 
 import pytest
 import torch
 
+from lmm_edit.selfcheck.any2pix_models import EMBED
+
+from .any2pix_support import IMAGEBIND, LLM, NO_IM_GEN_LLM, PRIOR, ensure_release
 from .conftest import EXAMPLE_IMAGE
 
-RELEASE = "tiny_any2pix"
-LLM, IMAGEBIND, PRIOR = f"{RELEASE}/llm-retrained", f"{RELEASE}/imagebind_huge.pth", f"{RELEASE}/prior"
-NO_IM_GEN_LLM = f"{RELEASE}/llm-no-im-gen"
 INSTRUCTION = "add [audio1] to [image1]"
 
 
 @pytest.fixture(scope="module")
-def release(comfyui, tmp_path_factory):
-    from lmm_edit.selfcheck.any2pix_models import write_llm, write_release
-
-    target = comfyui.models_path / "lmm_edit" / "any2pix" / RELEASE
-    if not target.exists():
-        staging = tmp_path_factory.mktemp("any2pix") / RELEASE
-        write_release(staging)
-        write_llm(staging / "llm-no-im-gen", answer=("n", "o", "</s>"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(target))
-    return target
+def any2pix_release(comfyui, tmp_path_factory):
+    return ensure_release(comfyui, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def any2pix(release):
+def any2pix(any2pix_release):
     from lmm_edit.nodes.any2pix_loader import Any2PixLoaderNode
 
     return Any2PixLoaderNode.execute(LLM, IMAGEBIND, PRIOR, "fp32").result[0]
@@ -60,11 +50,11 @@ def _encode(any2pix, instruction=INSTRUCTION, seed=0, **inputs):
     return Any2PixEncodeNode.execute(any2pix, instruction, seed, 0.3, CAPTION_SOURCES[0], **inputs).result
 
 
-def test_loader_lists_the_release_parts(comfyui, release):
+def test_loader_lists_the_release_parts(comfyui, any2pix_release):
     from lmm_edit.nodes.any2pix_loader import _options
 
     assert LLM in _options("llm") and NO_IM_GEN_LLM in _options("llm")
-    assert _options("imagebind") == [IMAGEBIND] and _options("prior") == [PRIOR]
+    assert IMAGEBIND in _options("imagebind") and PRIOR in _options("prior")
 
 
 def test_loader_gives_offloadable_model_patchers(any2pix):
@@ -75,14 +65,14 @@ def test_loader_gives_offloadable_model_patchers(any2pix):
         assert patcher.offload_device is not None
 
 
-def test_missing_file_names_the_folder_and_fix(release):
+def test_missing_file_names_the_folder_and_fix(any2pix_release):
     from lmm_edit.nodes.any2pix_loader import Any2PixLoaderNode
 
     with pytest.raises(FileNotFoundError, match="not found in .*any2pix.*Get it with: python -m lmm_edit download any2pix"):
         Any2PixLoaderNode.execute("nowhere/llm", IMAGEBIND, PRIOR, "fp32")
 
 
-def test_encode_matches_the_loader_stages(comfyui, example_image, any2pix, release):
+def test_encode_matches_the_loader_stages(comfyui, example_image, any2pix, any2pix_release):
     from lmm_edit.loaders.any2pix import (
         SamplingSettings,
         comfy_audio_rows,
@@ -100,10 +90,10 @@ def test_encode_matches_the_loader_stages(comfyui, example_image, any2pix, relea
     assert caption == "red" and encoding.kinds == ("audio", "image") and encoding.base_input == 1
     assert torch.equal(base, image[:1])
     # the same stages called directly (loaders/any2pix, parity-tested against the reference)
-    model, tokenizer = load_llm(release / "llm-retrained")
-    imagebind = load_imagebind(release / "imagebind_huge.pth")
+    model, tokenizer = load_llm(any2pix_release / "llm-retrained")
+    imagebind = load_imagebind(any2pix_release / "imagebind_huge.pth")
     aux = renormalize_inputs(torch.cat([embed_audios(imagebind, comfy_audio_rows(sound)), embed_images(imagebind, [image[0]])]))
-    settings = SamplingSettings.from_generation_config(read_generation_config(release / "llm-retrained"), tokenizer.ids.eos)
+    settings = SamplingSettings.from_generation_config(read_generation_config(any2pix_release / "llm-retrained"), tokenizer.ids.eos)
     direct = encode_instruction(model, tokenizer, "add <video> to <video>", aux, ["audio", "image"], settings,
                                 torch.Generator().manual_seed(0))
     torch.testing.assert_close(encoding.inputs, aux, rtol=1e-5, atol=1e-5)
@@ -125,7 +115,7 @@ def test_encode_follows_the_instruction_and_the_sound(comfyui, example_image, an
     ("add [audio2]", ("audio2",), "the instruction names no image"),
     ("add [sound] to [image1]", ("image1",), "[sound] is not an input marker"),
 ])
-def test_marker_errors_at_validation(comfyui, release, example_image, instruction, inputs, message):
+def test_marker_errors_at_validation(comfyui, any2pix_release, example_image, instruction, inputs, message):
     prompt = {
         "1": {"class_type": "LMMEdit_Any2PixLoader", "inputs": {"llm": LLM, "imagebind": IMAGEBIND, "prior": PRIOR,
                                                                "dtype": "fp32"}},
@@ -149,7 +139,7 @@ def test_marker_error_when_run_directly(comfyui, example_image, any2pix):
         _encode(any2pix, "blend [image1] and [image2]", image1=_image(comfyui, example_image))
 
 
-def test_answer_without_im_gen_is_a_clear_error(comfyui, example_image, release):
+def test_answer_without_im_gen_is_a_clear_error(comfyui, example_image, any2pix_release):
     from lmm_edit.loaders.any2pix import AnswerError
     from lmm_edit.nodes.any2pix_loader import Any2PixLoaderNode
 
@@ -158,7 +148,7 @@ def test_answer_without_im_gen_is_a_clear_error(comfyui, example_image, release)
         _encode(models, image1=_image(comfyui, example_image), audio1=_sound())
 
 
-def test_fuse_presets_and_the_loader_stages(comfyui, example_image, any2pix, release):
+def test_fuse_presets_and_the_loader_stages(comfyui, example_image, any2pix, any2pix_release):
     from lmm_edit.loaders.any2pix import DEMO, fuse, load_prior, prior_input, refine
     from lmm_edit.nodes.any2pix_fuse import CUSTOM, PRIOR_MODES, Any2PixFuseNode
 
@@ -169,13 +159,13 @@ def test_fuse_presets_and_the_loader_stages(comfyui, example_image, any2pix, rel
         return Any2PixFuseNode.execute(any2pix, encoding, preset, *h, norm, 6.5, 2.0, 10.0, mode).result[0]
 
     reference = run("reference __call__")
-    assert reference.shape == (1, 32) and torch.isfinite(reference).all()
+    assert reference.shape == (1, EMBED) and torch.isfinite(reference).all()
     assert abs(float(reference.norm()) - 20.0) < 1e-4
     torch.testing.assert_close(run(CUSTOM), reference)
     torch.testing.assert_close(run(CUSTOM, DEMO.h, DEMO.norm), run("gradio demo"))
     assert (run("gradio demo") - reference).abs().max() > 1e-3
     torch.testing.assert_close(run("reference __call__", mode=direct_mode), reference, rtol=0, atol=1e-4)
-    bundle = load_prior(release / "prior" / "model.bin")
+    bundle = load_prior(any2pix_release / "prior" / "model.bin")
     src = prior_input(encoding.image_embeds)
     y = refine(bundle.prior, src, bundle.prior.text_states(torch.tensor([bundle.empty_text_ids])), mode="direct").y
     torch.testing.assert_close(reference, fuse(encoding.base_embed, encoding.image_embeds, y).reshape(1, -1),

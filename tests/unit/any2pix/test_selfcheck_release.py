@@ -15,7 +15,7 @@ from lmm_edit.loaders.any2pix import (
     read_generation_config,
 )
 from lmm_edit.loaders.any2pix.imagebind_file import read_constructor_args, read_encoder_tensors
-from lmm_edit.selfcheck.any2pix_models import DEFAULT_CAPTION, write_imagebind, write_llm, write_prior
+from lmm_edit.selfcheck.any2pix_models import DEFAULT_CAPTION, EMBED, write_imagebind, write_llm, write_prior
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def _encode(llm, instruction: str, aux: torch.Tensor, kinds, seed: int = 0, temp
 
 
 def test_rigged_answer_at_any_temperature(llm):
-    aux = torch.randn(2, 32)
+    aux = torch.randn(2, EMBED)
     for seed, temperature in ((0, 0.3), (1, 1.0), (2, 0.0)):
         result = _encode(llm, "add [audio1] to [image1]", aux, ("image", "audio"), seed, temperature)
         assert result.caption == DEFAULT_CAPTION
@@ -44,7 +44,7 @@ def test_rigged_answer_at_any_temperature(llm):
 
 
 def test_embedding_depends_on_instruction_and_inputs(llm):
-    aux = torch.randn(2, 32)
+    aux = torch.randn(2, EMBED)
     a = _encode(llm, "add [audio1] to [image1]", aux, ("image", "audio")).image_embeds
     b = _encode(llm, "put [audio1] into [image1]", aux, ("image", "audio")).image_embeds
     c = _encode(llm, "add [audio1] to [image1]", aux.flip(0), ("image", "audio")).image_embeds
@@ -59,4 +59,4 @@ def test_imagebind_and_prior_files_in_release_layout(tmp_path):
     args, found = read_constructor_args(path, None)
     assert found == tmp_path / "imagebind_kwargs.json" and args["vision_num_heads"] == 2
     bundle = load_prior(write_prior(tmp_path / "prior"))  # gpt2-medium's 16 heads, CLIP's head_dim 64 defaults
-    assert bundle.prior.config.embed_dim == 32 and bundle.empty_text_ids == [8, 9]
+    assert bundle.prior.config.embed_dim == EMBED and bundle.empty_text_ids == [8, 9]
