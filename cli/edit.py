@@ -141,12 +141,16 @@ def main(argv: list[str]) -> int:
         set_inputs(prompt, node_type, title=title, **{input_name: args.instruction or job.default_instruction})
         if audio_name is not None:
             set_inputs(prompt, job.audio[0], **{job.audio[1]: audio_name})
-        set_inputs(prompt, "RandomNoise", noise_seed=args.seed)
+        for node_type, name in job.seeds:
+            set_inputs(prompt, node_type, **{name: args.seed})
         if self_check:
             set_inputs(prompt, "SaveImage", filename_prefix="lmm_edit/self_check")
+            for node_type, name, value in job.self_check_inputs:
+                set_inputs(prompt, node_type, **{name: value})
         steps = args.steps or (SELF_CHECK_STEPS if self_check else None)
         if steps:
-            set_inputs(prompt, "BasicScheduler", steps=steps)
+            for node_type, name in job.steps:
+                set_inputs(prompt, node_type, **{name: steps})
         result = session.run(prompt)
         if not result.success:
             print(f"error: the workflow failed: {json.dumps(result.error, indent=1, default=str)}", file=sys.stderr)

@@ -27,6 +27,9 @@ class EditJob:
     default_instruction: str = "turn the sky into a sunset"
     audio: tuple[str, str] | None = None  # (node type, input name) the --audio file goes to; None: no audio input
     tiny: str = "ip2p"  # which tiny weights the self-check writes (cli/edit_self_check.py)
+    steps: tuple[tuple[str, str], ...] = (("BasicScheduler", "steps"),)  # (node type, input) that --steps sets
+    seeds: tuple[tuple[str, str], ...] = (("RandomNoise", "noise_seed"),)  # (node type, input) that --seed sets
+    self_check_inputs: tuple[tuple[str, str, object], ...] = ()  # (node type, input, value) for tiny weights only
 
 
 IP2P_CHECKPOINT = ModelFile(
@@ -74,5 +77,10 @@ JOBS = {
         default_instruction="add [audio1] to [image1]",
         audio=("LoadAudio", "audio"),
         tiny="any2pix",
+        # the inversion walks the sampler's timesteps: both take the same step count
+        steps=(("KSamplerAdvanced", "steps"), ("LMMEdit_Any2PixInvert", "steps")),
+        seeds=(("LMMEdit_Any2PixEncode", "seed"), ("LMMEdit_Any2PixInvert", "seed")),
+        # the tiny SDXL UNet has no down-sampling: 64 px (an 8 x 8 latent) instead of the reference's 1024
+        self_check_inputs=(("LMMEdit_Any2PixInvert", "size", 64),),
     ),
 }
