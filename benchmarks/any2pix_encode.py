@@ -94,13 +94,23 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _peak_gib(device: str) -> float:
+def _memory_gib(device: str, field: str = "VmHWM") -> float:
+    """CUDA: allocated (VmRSS) or peak allocated (VmHWM); CPU: the resident set now or its peak since the reset."""
     if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**30
+        return (torch.cuda.max_memory_allocated() if field == "VmHWM" else torch.cuda.memory_allocated()) / 2**30
     for line in open("/proc/self/status").read().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 2**20
-    raise RuntimeError("VmHWM not in /proc/self/status")
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak(device: str) -> None:
+    """Peak memory from here on (the weights are in place; building them in fp32 first does not count)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM to the current resident set (Linux)
 
 
 def _prior_step(prior, image_embeds: torch.Tensor, device: str) -> torch.Tensor:
@@ -167,8 +177,8 @@ def run(path: str, depth: dict[str, int], device: str, dtype_name: str, repeats:
             _sync(device)
             stages["prior"] = time.perf_counter() - start
 
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    _reset_peak(device)
+    resident = _memory_gib(device, "VmRSS")
     encode()  # warm-up
     best = None
     for _ in range(repeats):
@@ -176,7 +186,7 @@ def run(path: str, depth: dict[str, int], device: str, dtype_name: str, repeats:
         total = sum(stages.values())
         if best is None or total < best["total"]:
             best = dict(stages, total=total)
-    return dict(best, peak_gib=_peak_gib(device))
+    return dict(best, peak_gib=_memory_gib(device), resident_gib=resident)
 
 
 def main() -> None:
@@ -206,7 +216,7 @@ def main() -> None:
     base = results["reference fp32"]
     for label, r in results.items():
         print(f"  {label:16s} ImageBind {r['imagebind']:6.2f} s  LLM {r['llm']:6.2f} s  prior {r['prior']:5.2f} s  "
-              f"total {r['total']:6.2f} s  peak {r['peak_gib']:6.2f} GiB  "
+              f"total {r['total']:6.2f} s  peak {r['peak_gib']:6.2f} GiB (weights+rest before {r['resident_gib']:.2f})  "
               f"time x{r['total'] / base['total']:.2f}  peak x{r['peak_gib'] / base['peak_gib']:.2f}")
 
 
