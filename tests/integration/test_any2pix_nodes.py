@@ -165,6 +165,8 @@ def test_fuse_presets_and_the_loader_stages(comfyui, example_image, any2pix, any
     torch.testing.assert_close(run(CUSTOM, DEMO.h, DEMO.norm), run("gradio demo"))
     assert (run("gradio demo") - reference).abs().max() > 1e-3
     torch.testing.assert_close(run("reference __call__", mode=direct_mode), reference, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="h0, h1 and h2 are all 0"):
+        run(CUSTOM, (0.0, 0.0, 0.0))
     bundle = load_prior(any2pix_release / "prior" / "model.bin")
     src = prior_input(encoding.image_embeds)
     y = refine(bundle.prior, src, bundle.prior.text_states(torch.tensor([bundle.empty_text_ids])), mode="direct").y
