@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .any2pix_support import EXAMPLE_SOUND, ensure_adapter, ensure_release, ensure_sound, write_sound
+from lmm_edit.selfcheck.audio import write_test_sound
+
+from .any2pix_support import EXAMPLE_SOUND, ensure_adapter, ensure_release, ensure_sound
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAST_STEPS = 2  # the example's 25 steps, shortened for CPU
@@ -23,8 +25,8 @@ def files(comfyui, sdxl_checkpoint, example_image, tmp_path_factory):
     ensure_release(comfyui, tmp_path_factory)
     ensure_adapter(comfyui, sdxl_checkpoint)
     ensure_sound(comfyui)
-    write_sound(pathlib.Path(comfyui.folder_paths.get_input_directory()) / "other.wav", rate=8000, freq=97.0,
-                channels=1)
+    write_test_sound(pathlib.Path(comfyui.folder_paths.get_input_directory()) / "other.wav", seconds=2.0,
+                     sample_rate=8000)
 
 
 def _prompt(comfyui, overrides: dict | None = None) -> dict:
