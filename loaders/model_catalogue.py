@@ -159,6 +159,11 @@ def find_download(category: str, name: str) -> Download | None:
     for download in DOWNLOADS.values():
         if (category, name) in download.destinations():
             return download
+        folder = download.folder
+        if folder is not None and folder.category == category and name.startswith(folder.target + "/"):
+            part = name[len(folder.target) + 1:]
+            if any(part == p.rstrip("/") or part.startswith(p) for p in folder.include):
+                return download  # a part of a folder download (InstructAny2Pix's llm-retrained/, prior/, ...)
     return None
 
 
@@ -200,6 +205,9 @@ LOADER_WIDGETS = (
     LoaderWidget("LMMEdit_SmartEditLoader", 2, mf.CLIP_VISION, False),
     LoaderWidget("LMMEdit_AdapterLoader", 0, mf.IPADAPTER, False),
     LoaderWidget("LMMEdit_MLLMLoader", 0, mf.MLLM, True),
+    LoaderWidget("LMMEdit_Any2PixLoader", 0, mf.ANY2PIX, True),
+    LoaderWidget("LMMEdit_Any2PixLoader", 1, mf.ANY2PIX, False),
+    LoaderWidget("LMMEdit_Any2PixLoader", 2, mf.ANY2PIX, True),
 )
 FRONTEND_SUFFIXES = (".safetensors", ".sft")  # the only files ComfyUI's missing-models dialog offers to download
 

@@ -24,6 +24,9 @@ PRIOR_SEED = 0  # the reference's prior draws (cancelled up to 1e-10) come from 
 
 def fusion_weights(preset: str, h0: float, h1: float, h2: float, norm: float) -> tuple[tuple[float, float, float], float]:
     if preset == CUSTOM:
+        if h0 == h1 == h2 == 0:
+            raise ValueError("LMMEdit_Any2PixFuse: h0, h1 and h2 are all 0, so there is nothing to fuse; set at least "
+                             "one weight (the reference uses h1 0.4, h2 1.0)")
         return (h0, h1, h2), norm
     if preset not in PRESETS:
         raise ValueError(f"LMMEdit_Any2PixFuse: preset must be one of {[*PRESETS, CUSTOM]}, not {preset!r}")

@@ -1,11 +1,10 @@
-"""Shared set-up of the InstructAny2Pix integration tests (plain functions, idempotent; the modules wrap them in fixtures): the tiny release in models/lmm_edit/any2pix/ under the
-name the example workflow uses, the two-view adapter for the tiny SDXL checkpoint, and a test sound."""
+"""Shared set-up of the InstructAny2Pix integration tests, as plain idempotent functions the modules wrap in
+fixtures: the tiny release in models/lmm_edit/any2pix/ under the name the example workflow uses, the two-view
+adapter for the tiny SDXL checkpoint, and a test sound."""
 
 from __future__ import annotations
 
-import math
 import shutil
-import wave
 
 RELEASE = "instructany2pix_retrained"  # loaders/model_catalogue.py: the any2pix download's folder
 LLM, IMAGEBIND, PRIOR = f"{RELEASE}/llm-retrained", f"{RELEASE}/imagebind_huge.pth", f"{RELEASE}/prior"
@@ -49,22 +48,10 @@ def ensure_adapter(comfyui, sdxl_checkpoint) -> str:
     return write_into(folder, ADAPTER_FILE, write)
 
 
-def write_sound(path, rate: int = 22050, seconds: float = 2.5, freq: float = 440.0, channels: int = 2):
-    """A 16-bit PCM WAV: a sine, the same on every channel."""
-    frames = bytearray()
-    for n in range(int(rate * seconds)):
-        value = int(0.3 * 32767 * math.sin(2 * math.pi * freq * n / rate))
-        frames += value.to_bytes(2, "little", signed=True) * channels
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(channels)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(bytes(frames))
-    return path
-
-
 def ensure_sound(comfyui):
     import pathlib
 
+    from lmm_edit.selfcheck.audio import write_test_sound
+
     path = pathlib.Path(comfyui.folder_paths.get_input_directory()) / EXAMPLE_SOUND
-    return path if path.exists() else write_sound(path)
+    return path if path.exists() else write_test_sound(path, channels=2, sample_rate=22050)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 
 import pytest
 import torch
@@ -72,6 +73,21 @@ def test_missing_file_names_the_folder_and_fix(any2pix_release):
         Any2PixLoaderNode.execute("nowhere/llm", IMAGEBIND, PRIOR, "fp32")
 
 
+def test_a_folder_of_another_model_is_refused_with_the_fix(comfyui, any2pix_release):
+    import json
+
+    from lmm_edit.loaders.errors import ModelFileError
+    from lmm_edit.nodes.any2pix_loader import Any2PixLoaderNode
+
+    vicuna = any2pix_release / "plain-vicuna"
+    if not vicuna.exists():
+        shutil.copytree(any2pix_release / "llm-retrained", vicuna)
+        config = json.loads((vicuna / "config.json").read_text())
+        (vicuna / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+    with pytest.raises(ModelFileError, match="model_type 'instructany2pix'.*llm-retrained"):
+        Any2PixLoaderNode.execute(f"{any2pix_release.name}/plain-vicuna", IMAGEBIND, PRIOR, "fp32")
+
+
 def test_encode_matches_the_loader_stages(comfyui, example_image, any2pix, any2pix_release):
     from lmm_edit.loaders.any2pix import (
         SamplingSettings,
@@ -132,6 +148,21 @@ def test_marker_errors_at_validation(comfyui, any2pix_release, example_image, in
     assert message in details and "LMMEdit_Any2PixEncode" in details, node_errors
 
 
+def test_a_wrong_input_type_is_refused_at_validation(comfyui, any2pix_release, example_image):
+    prompt = {
+        "1": {"class_type": "LMMEdit_Any2PixLoader", "inputs": {"llm": LLM, "imagebind": IMAGEBIND, "prior": PRIOR,
+                                                               "dtype": "fp32"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": EXAMPLE_IMAGE}},
+        "4": {"class_type": "LMMEdit_Any2PixEncode", "inputs": {
+            "any2pix": ["1", 0], "instruction": INSTRUCTION, "seed": 0, "temperature": 0.3,
+            "caption_from": "whole sequence (reference)", "image1": ["2", 0], "audio1": ["2", 0]}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 2]}},
+    }
+    _, _, _, node_errors = asyncio.run(comfyui.execution.validate_prompt("check", prompt, None))
+    details = " ".join(e["details"] for e in node_errors.get("4", {}).get("errors", []))
+    assert "audio1 needs a AUDIO output; IMAGE is connected" in details, node_errors
+
+
 def test_marker_error_when_run_directly(comfyui, example_image, any2pix):
     from lmm_edit.loaders.any2pix import MarkerError
 
@@ -165,6 +196,8 @@ def test_fuse_presets_and_the_loader_stages(comfyui, example_image, any2pix, any
     torch.testing.assert_close(run(CUSTOM, DEMO.h, DEMO.norm), run("gradio demo"))
     assert (run("gradio demo") - reference).abs().max() > 1e-3
     torch.testing.assert_close(run("reference __call__", mode=direct_mode), reference, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="h0, h1 and h2 are all 0"):
+        run(CUSTOM, (0.0, 0.0, 0.0))
     bundle = load_prior(any2pix_release / "prior" / "model.bin")
     src = prior_input(encoding.image_embeds)
     y = refine(bundle.prior, src, bundle.prior.text_states(torch.tensor([bundle.empty_text_ids])), mode="direct").y
