@@ -142,7 +142,8 @@ def run(path: str, depth: dict[str, int], device: str, dtype_name: str, repeats:
                  for k, v in llm.state_dict().items() if k.startswith("llm.") and not k.endswith("inv_freq")}
         missing, unexpected = hf.load_state_dict(state, strict=False)
         assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
-        llm.llm = None  # only the projector and predictor of our module stay in use
+        del state, missing, unexpected
+        llm.llm = None  # only the projector and predictor of our module stay in use (its LLaMA weights are freed)
         imagebind = imagebind.to("cpu")
         prior = prior.to("cpu")
     stages = {}
