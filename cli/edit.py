@@ -14,63 +14,27 @@ import pathlib
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 
-from ..loaders import model_folders
 from ..loaders.model_catalogue import how_to_get
 from .comfy_session import PACK_DIR, ComfySession, ComfyUINotFound, find_comfyui
+from .edit_jobs import JOBS, EditJob, ModelFile
+from .edit_self_check import write_self_check_models as _write_self_check_models
+
+__all__ = ["JOBS", "EditJob", "ModelFile", "main", "set_inputs", "_write_self_check_models"]
 
 WORKFLOWS_DIR = PACK_DIR / "example_workflows"
 SELF_CHECK_STEPS = 4
 SELF_CHECK_SIZE = (64, 48)
 
 
-@dataclass(frozen=True)
-class ModelFile:
-    folder: str  # folder_paths category, e.g. "checkpoints"
-    name: str  # file (relative to the category) or, for model folders, the folder name
-    url: str
-    is_folder: bool = False
-
-
-@dataclass(frozen=True)
-class EditJob:
-    workflow: str
-    needs: tuple[ModelFile, ...]
-    instruction: tuple[str, str, str | None]  # (node type, input name, node title or None)
-
-
-IP2P_CHECKPOINT = ModelFile(
-    model_folders.CHECKPOINTS, "instruct-pix2pix-00-22000.safetensors",
-    "https://huggingface.co/timbrooks/instruct-pix2pix/blob/main/instruct-pix2pix-00-22000.safetensors",
-)
-JOBS = {
-    "instructpix2pix": EditJob(
-        workflow="instructpix2pix.json",
-        needs=(IP2P_CHECKPOINT,),
-        instruction=("CLIPTextEncode", "text", "Instruction"),
-    ),
-    "smartedit": EditJob(
-        workflow="smartedit.json",
-        needs=(
-            ModelFile(model_folders.SMARTEDIT, "SmartEdit-7B", "https://huggingface.co/TencentARC/SmartEdit-7B "
-                      "(the whole release folder; see README, SmartEdit files)", is_folder=True),
-            ModelFile(model_folders.LLAVA, "LLaVA-7B-v1", "LLaVA-1.1 7B merged from liuhaotian/LLaVA-Lightning-7B-delta-v1-1 "
-                      "onto LLaMA-1 7B, plus LLaMA's tokenizer.model (see README, Preparing LLaVA-1.1)", is_folder=True),
-            ModelFile(model_folders.CLIP_VISION, "clip-vit-large-patch14/model.safetensors",
-                      "https://huggingface.co/openai/clip-vit-large-patch14 (model.safetensors and config.json)"),
-            IP2P_CHECKPOINT,
-        ),
-        instruction=("LMMEdit_LMMEncode", "instruction", None),
-    ),
-}
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lmm_edit edit", description=__doc__.splitlines()[0])
     parser.add_argument("--workflow", choices=sorted(JOBS), default="instructpix2pix")
     parser.add_argument("--image", type=pathlib.Path, help="image to edit (default: a generated test image)")
-    parser.add_argument("--instruction", default="turn the sky into a sunset")
+    parser.add_argument("--audio", type=pathlib.Path,
+                        help="sound for [audio1] (any2pix only; default: a generated test sound)")
+    parser.add_argument("--instruction", help="the edit (default: the workflow's example, e.g. 'turn the sky into a "
+                        "sunset'; any2pix: 'add [audio1] to [image1]')")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the workflow's; 4 in the self-check)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, or the one this pack is installed in)")
@@ -104,37 +68,18 @@ def _missing_files(session: ComfySession, job: EditJob) -> list[ModelFile]:
     return [f for f in job.needs if not _is_present(session, f)]
 
 
-def _write_self_check_models(job: EditJob, scratch: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Tiny random weights under the real names; returns category -> folder to register.
+def _write_audio_input(job: EditJob, audio: pathlib.Path | None, input_dir: pathlib.Path) -> str | None:
+    """The sound for the workflow's LoadAudio (the user's file, or a generated test sound); None: no audio input."""
+    if job.audio is None:
+        return None
+    name = "input_audio" + (audio.suffix.lower() if audio is not None else ".wav")
+    if audio is not None:
+        shutil.copyfile(audio, input_dir / name)
+    else:
+        from ..selfcheck.audio import write_test_sound
 
-    The IP2P checkpoint is written with ComfyUI's own key maps; the SmartEdit files in the
-    release layout, at the widths ComfyUI detects as an SD1.5 InstructPix2Pix UNet.
-    """
-    import comfy.diffusers_convert
-    import comfy.utils
-
-    from ..selfcheck.ip2p_models import TINY_UNET_LDM_CONFIG, build_tiny_ip2p, write_ldm_checkpoint
-
-    folders = {}
-    names = {f.folder: f.name for f in job.needs}
-    if model_folders.CHECKPOINTS in names:
-        folders[model_folders.CHECKPOINTS] = scratch / model_folders.CHECKPOINTS
-        write_ldm_checkpoint(build_tiny_ip2p(seed=0), folders[model_folders.CHECKPOINTS] / names[model_folders.CHECKPOINTS],
-                             comfy.utils.unet_to_diffusers(dict(TINY_UNET_LDM_CONFIG)),
-                             comfy.diffusers_convert.convert_vae_state_dict)
-    if model_folders.SMARTEDIT in names:
-        from ..selfcheck.smartedit_release import TinySizes, write_smartedit_release
-
-        sizes = TinySizes(qformer_hidden=768, qformer_layers=2, qformer_heads=12, unet_channels=(320, 320))
-        written = write_smartedit_release(scratch / "release", seed=0, sizes=sizes, safetensors_copies=False)
-        places = {model_folders.SMARTEDIT: written.bundle, model_folders.LLAVA: written.llava,
-                  model_folders.CLIP_VISION: written.clip}
-        for category, source in places.items():
-            target = scratch / category / pathlib.Path(names[category]).parts[0]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(source), str(target))
-            folders[category] = target.parent
-    return folders
+        write_test_sound(input_dir / name)
+    return name
 
 
 def _explain_missing(missing: list[ModelFile], session: ComfySession) -> str:
@@ -151,6 +96,13 @@ def _explain_missing(missing: list[ModelFile], session: ComfySession) -> str:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     job = JOBS[args.workflow]
+    if args.audio is not None and job.audio is None:
+        print(f"error: --audio: the {args.workflow} workflow takes no sound (--workflow any2pix does)", file=sys.stderr)
+        return 2
+    for given in (args.image, args.audio):
+        if given is not None and not given.is_file():
+            print(f"error: no file at {given}", file=sys.stderr)
+            return 2
     try:
         comfyui = find_comfyui(args.comfyui)
     except ComfyUINotFound as error:
@@ -178,6 +130,7 @@ def main(argv: list[str]) -> int:
             from ..selfcheck.images import write_test_image
 
             write_test_image(scratch / "input" / image_name, *(SELF_CHECK_SIZE if self_check else (512, 384)))
+        audio_name = _write_audio_input(job, args.audio, scratch / "input")
         if self_check:
             for category, folder in _write_self_check_models(job, scratch).items():
                 session.folder_paths.add_model_folder_path(category, str(folder), is_default=True)
@@ -185,13 +138,19 @@ def main(argv: list[str]) -> int:
         prompt = session.ui_to_api(json.loads((WORKFLOWS_DIR / job.workflow).read_text()))
         set_inputs(prompt, "LoadImage", image=image_name)
         node_type, input_name, title = job.instruction
-        set_inputs(prompt, node_type, title=title, **{input_name: args.instruction})
-        set_inputs(prompt, "RandomNoise", noise_seed=args.seed)
+        set_inputs(prompt, node_type, title=title, **{input_name: args.instruction or job.default_instruction})
+        if audio_name is not None:
+            set_inputs(prompt, job.audio[0], **{job.audio[1]: audio_name})
+        for node_type, name in job.seeds:
+            set_inputs(prompt, node_type, **{name: args.seed})
         if self_check:
             set_inputs(prompt, "SaveImage", filename_prefix="lmm_edit/self_check")
+            for node_type, name, value in job.self_check_inputs:
+                set_inputs(prompt, node_type, **{name: value})
         steps = args.steps or (SELF_CHECK_STEPS if self_check else None)
         if steps:
-            set_inputs(prompt, "BasicScheduler", steps=steps)
+            for node_type, name in job.steps:
+                set_inputs(prompt, node_type, **{name: steps})
         result = session.run(prompt)
         if not result.success:
             print(f"error: the workflow failed: {json.dumps(result.error, indent=1, default=str)}", file=sys.stderr)

@@ -120,6 +120,21 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
         "pipeline.py (@ d11e49b) loads from ckpts/; the Hub's file list itself not seen",
         folder=HubFolder(mf.ANY2PIX, "instructany2pix_retrained", ANY2PIX_PARTS),
     ),
+    Download(
+        "any2pix-adapter", "jacklishufan/instructany2pix_retrained",
+        "InstructAny2Pix's SDXL IP-Adapter ip_adapter_global_local_2_view.bin, into models/ipadapter for the Image "
+        "Adapter Loader", "about 0.7 GB (estimated from its shapes)",
+        "path sdxl/ip_adapter_global_local_2_view.bin as instructany2pix/pipeline.py (@ d11e49b) loads it from ckpts/; "
+        "the Hub's file list itself not seen",
+        files=(HubFile("sdxl/ip_adapter_global_local_2_view.bin", mf.IPADAPTER, "ip_adapter_global_local_2_view.bin"),),
+    ),
+    Download(
+        "sdxl-base", "stabilityai/stable-diffusion-xl-base-1.0", "SDXL base 1.0 single-file checkpoint (InstructAny2Pix's "
+        "generator, through core Load Checkpoint)", "6.9 GB",
+        "repository loaded by instructany2pix/pipeline.py (@ d11e49b) as diffusers folders; the single file is the "
+        "one ComfyUI's SDXL examples use; size and hash checked against the Hub at download time",
+        files=(HubFile("sd_xl_base_1.0.safetensors", mf.CHECKPOINTS, "sd_xl_base_1.0.safetensors"),),
+    ),
 )}
 
 # What a folder needs before prepare-llava has run: the user's own LLaMA-1 weights are not on the Hub.
@@ -144,6 +159,11 @@ def find_download(category: str, name: str) -> Download | None:
     for download in DOWNLOADS.values():
         if (category, name) in download.destinations():
             return download
+        folder = download.folder
+        if folder is not None and folder.category == category and name.startswith(folder.target + "/"):
+            part = name[len(folder.target) + 1:]
+            if any(part == p.rstrip("/") or part.startswith(p) for p in folder.include):
+                return download  # a part of a folder download (InstructAny2Pix's llm-retrained/, prior/, ...)
     return None
 
 
@@ -185,6 +205,9 @@ LOADER_WIDGETS = (
     LoaderWidget("LMMEdit_SmartEditLoader", 2, mf.CLIP_VISION, False),
     LoaderWidget("LMMEdit_AdapterLoader", 0, mf.IPADAPTER, False),
     LoaderWidget("LMMEdit_MLLMLoader", 0, mf.MLLM, True),
+    LoaderWidget("LMMEdit_Any2PixLoader", 0, mf.ANY2PIX, True),
+    LoaderWidget("LMMEdit_Any2PixLoader", 1, mf.ANY2PIX, False),
+    LoaderWidget("LMMEdit_Any2PixLoader", 2, mf.ANY2PIX, True),
 )
 FRONTEND_SUFFIXES = (".safetensors", ".sft")  # the only files ComfyUI's missing-models dialog offers to download
 

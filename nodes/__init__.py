@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from . import adapters, compositing, conditioning, encode, guidance, smartedit_loader, vlm_loader
+from . import (
+    adapters,
+    any2pix_encode,
+    any2pix_fuse,
+    any2pix_invert,
+    any2pix_loader,
+    compositing,
+    conditioning,
+    encode,
+    guidance,
+    smartedit_loader,
+    vlm_loader,
+)
 from .folders import register_model_folders
 
-NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, vlm_loader, adapters, compositing]
+NODE_MODULES = [guidance, smartedit_loader, encode, conditioning, vlm_loader, adapters, compositing, any2pix_loader,
+                any2pix_encode, any2pix_fuse, any2pix_invert]
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

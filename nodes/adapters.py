@@ -1,8 +1,17 @@
 """Image-branch nodes: load an IP-Adapter / InsightEdit IAA, apply it as decoupled cross-attention, pick a kernel.
 
-- ``LMMEdit_AdapterLoader``: a file of ``models/ipadapter`` recognised by its keys -> LMM_EDIT_ADAPTER.
+- ``LMMEdit_AdapterLoader``: a file of ``models/ipadapter`` recognised by its keys -> LMM_EDIT_ADAPTER
+  (IP-Adapter, IP-Adapter Plus, InsightEdit IAA, InstructAny2Pix's SDXL ``ip_adapter_global_local_2_view``).
 - ``LMMEdit_IAAImageBranch``: MODEL + adapter + image source -> MODEL with the branch on every attn2 layer,
   and positive/negative carrying the branch's conditional/unconditional image tokens.
+
+Image sources, one per branch: ``instruction`` (IAA), ``clip_vision_output`` (IP-Adapter, Plus; also the
+global-local adapter, with CLIP ViT-H image_embeds), or ``embedding`` (socket ``LMM_EDIT_EMBEDDING``: a
+``torch.Tensor [n, C]``, one row per image prompt; the global-local adapter's own input, InstructAny2Pix's fused
+ImageBind-space embedding, as the reference's ``IPAdapterXL.generate(clip_image_embeds=...)``; a basic
+IP-Adapter also reads it in place of C-wide CLIP image_embeds). With the global-local adapter the tokens are
+the reference's: 4 global tokens from ``[embedding, zeros]`` at scales [1, 0.5]; the negative gets the
+projection of zeros.
 - ``LMMEdit_AttentionBackend``: force a ``kernels/`` backend for the image branches of a MODEL.
 """
 
@@ -15,12 +24,12 @@ from comfy_api.v0_0_2 import io
 
 from ..kernels import MULTI_BRANCH_CROSS_ATTENTION, list_backends
 from ..loaders import model_folders
-from ..loaders.ip_adapter import INSIGHTEDIT_IAA, IP_ADAPTER_PLUS, load_image_adapter
+from ..loaders.ip_adapter import ANY2PIX_GLOBAL_LOCAL, INSIGHTEDIT_IAA, IP_ADAPTER, IP_ADAPTER_PLUS, load_image_adapter
 from ..loaders.ip_adapter.image_branch_patch import AUTO_BACKEND, BACKEND_OPTION
 from ..loaders.ip_adapter.image_tokens import blank_image_states, conditional_tokens, unconditional_tokens
 from .folders import model_file_options, resolve_model_file
 from .image_branch_install import attach_image_tokens, install_image_branch, probe_attention, unet_layers, wrap_adapter
-from .socket_types import ADAPTER, INSTRUCTION
+from .socket_types import ADAPTER, EMBEDDING, INSTRUCTION
 
 
 class AdapterLoaderNode(io.ComfyNode):
@@ -31,8 +40,9 @@ class AdapterLoaderNode(io.ComfyNode):
             display_name="Image Adapter Loader (IP-Adapter / InsightEdit IAA)",
             category="lmm_edit/loaders",
             description="Loads an image adapter for LMMEdit_IAAImageBranch from models/ipadapter, recognised by its "
-            "keys: IP-Adapter (4 tokens from CLIP image embeds), IP-Adapter Plus (16 tokens from CLIP hidden states) "
-            "or an InsightEdit IAA (tokens from the multimodal LLM's [MM] states).",
+            "keys: IP-Adapter (4 tokens from CLIP image embeds), IP-Adapter Plus (16 tokens from CLIP hidden states), "
+            "an InsightEdit IAA (tokens from the multimodal LLM's [MM] states) or InstructAny2Pix's SDXL "
+            "ip_adapter_global_local_2_view (4 tokens from an embedding).",
             inputs=[
                 io.Combo.Input(
                     "adapter_name", options=model_file_options(model_folders.IPADAPTER),
@@ -77,26 +87,41 @@ def schedule_error(start_percent=None, end_percent=None, batch_weights=None) -> 
     return None
 
 
-def _source_for(adapter, instruction, clip_vision_output) -> torch.Tensor:
+# the sources each family reads, the first one being its own
+FAMILY_SOURCES = {
+    INSIGHTEDIT_IAA: ("instruction",),
+    IP_ADAPTER_PLUS: ("clip_vision_output",),
+    IP_ADAPTER: ("clip_vision_output", "embedding"),
+    ANY2PIX_GLOBAL_LOCAL: ("embedding", "clip_vision_output"),
+}
+SOURCE_HELP = {
+    "instruction": "the LMM_EDIT_INSTRUCTION of LMMEdit_LMMEncode (the [MM] hidden states the IAA maps)",
+    "clip_vision_output": "the CLIP_VISION_OUTPUT of core CLIPVisionEncode on the reference image",
+    "embedding": "an LMM_EDIT_EMBEDDING, e.g. the fused embedding of the InstructAny2Pix fusion node",
+}
+
+
+def _source_for(adapter, instruction, clip_vision_output, embedding=None) -> torch.Tensor:
     """The adapter's input from the one connected image source; errors say which source the family needs."""
-    connected = [name for name, value in (("instruction", instruction), ("clip_vision_output", clip_vision_output))
-                 if value is not None]
-    wanted = "instruction" if adapter.family == INSIGHTEDIT_IAA else "clip_vision_output"
-    source_help = {
-        "instruction": "the LMM_EDIT_INSTRUCTION of LMMEdit_LMMEncode (the [MM] hidden states the IAA maps)",
-        "clip_vision_output": "the CLIP_VISION_OUTPUT of core CLIPVisionEncode on the reference image",
-    }
-    if connected != [wanted]:
+    given = (("instruction", instruction), ("clip_vision_output", clip_vision_output), ("embedding", embedding))
+    connected = [name for name, value in given if value is not None]
+    accepted = FAMILY_SOURCES[adapter.family]
+    if len(connected) != 1 or connected[0] not in accepted:
         found = " and ".join(connected) if connected else "nothing"
+        wanted = " or ".join(f"{name} ({SOURCE_HELP[name]})" for name in accepted)
         raise ValueError(
-            f"{adapter.family} adapter {adapter.path}: connect exactly one image source, {wanted} "
-            f"({source_help[wanted]}); found {found} connected."
+            f"{adapter.family} adapter {adapter.path}: connect exactly one image source, {wanted}; "
+            f"found {found} connected."
         )
-    if adapter.family == INSIGHTEDIT_IAA:
+    if connected == ["instruction"]:
         if instruction.hidden_states.shape[0] == 0:
             raise ValueError("The LMM wrote no [MM] token, so the IAA has nothing to map. Turn on force_image_tokens "
                              "in LMMEdit_LMMEncode, or try another seed or temperature 0.")
         return instruction.hidden_states  # [r, D_llm]
+    if connected == ["embedding"]:
+        return embedding  # [n, C] (the global-local adapter also takes [n, 2, C])
+    if adapter.family == ANY2PIX_GLOBAL_LOCAL:
+        return clip_vision_output["image_embeds"]
     return clip_vision_output[adapter.input_kind]  # image_embeds [n, D] or penultimate_hidden_states [n, P, D]
 
 
@@ -123,7 +148,8 @@ class IAAImageBranchNode(io.ComfyNode):
             category="lmm_edit/image_branch",
             description="Adds an image prompt to a model through decoupled cross-attention on every UNet "
             "cross-attention layer: out = text attention + weight x image attention. Feeds InsightEdit's IAA from "
-            "the multimodal LLM's [MM] states, or an IP-Adapter from CLIP vision. Use its positive and negative "
+            "the multimodal LLM's [MM] states, an IP-Adapter from CLIP vision, InstructAny2Pix's SDXL adapter from "
+            "its fused embedding. Use its positive and negative "
             "outputs downstream: they carry the image tokens. Several branches stack.",
             inputs=[
                 io.Model.Input("model", tooltip="The UNet to patch (SD1.5-class for the IAA and SD1.5 IP-Adapters)."),
@@ -142,6 +168,9 @@ class IAAImageBranchNode(io.ComfyNode):
                                 "(e.g. '1.0, 0.5'); replaces weight when given."),
                 INSTRUCTION.Input("instruction", optional=True,
                                   tooltip="For an InsightEdit IAA: the output of LMMEdit_LMMEncode."),
+                EMBEDDING.Input("embedding", optional=True,
+                                tooltip="For InstructAny2Pix's global-local adapter: the fused embedding of the "
+                                "Any2Pix fusion node (also read by a basic IP-Adapter in place of CLIP image_embeds)."),
                 io.ClipVisionOutput.Input("clip_vision_output", optional=True,
                                           tooltip="For an IP-Adapter: core CLIPVisionEncode of the reference image "
                                           "(several images become one image prompt)."),
@@ -165,13 +194,14 @@ class IAAImageBranchNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, adapter, positive, negative, weight, start_percent, end_percent, batch_weights="",
-                instruction=None, clip_vision_output=None, clip_vision=None, attn_mask=None) -> io.NodeOutput:
+                instruction=None, clip_vision_output=None, clip_vision=None, attn_mask=None,
+                embedding=None) -> io.NodeOutput:
         error = schedule_error(start_percent, end_percent)  # again here for values that came through links
         if error is not None:
             raise ValueError(error)
         weights = parse_weights(weight, batch_weights)
         module = adapter.model
-        source = _source_for(module, instruction, clip_vision_output)
+        source = _source_for(module, instruction, clip_vision_output, embedding)
         patched, token_key, _ = install_image_branch(model, adapter, weights, start_percent, end_percent,
                                                      _mask_rows(attn_mask))
         # whole: ComfyUI's partial (lowvram) loading would leave the Resampler's own `latents` behind

@@ -16,3 +16,11 @@ BRIDGE = io.Custom("LMM_EDIT_BRIDGE")
 INSTRUCTION = io.Custom("LMM_EDIT_INSTRUCTION")
 # loaders.ip_adapter.ImageAdapter (InsightEdit IAA or IP-Adapter) in a ComfyUI ModelPatcher
 ADAPTER = io.Custom("LMM_EDIT_ADAPTER")
+# nodes.any2pix_loader.Any2PixModels: InstructAny2Pix's LLM, ImageBind and prior, each a ModelPatcher
+ANY2PIX = io.Custom("LMM_EDIT_ANY2PIX")
+# nodes.any2pix_encode.Any2PixEncoding: the LLM's output/base embeddings, caption and inputs (small CPU tensors)
+ANY2PIX_ENCODING = io.Custom("LMM_EDIT_ANY2PIX_ENCODING")
+# an image-space embedding given directly to an image adapter: torch.Tensor [n, C] (float, CPU), one row per
+# image prompt; InstructAny2Pix's fused ImageBind-space embedding (C = 1024), read by LMMEdit_IAAImageBranch
+# with the any2pix-global-local adapter (or a basic IP-Adapter reading C-wide CLIP image_embeds)
+EMBEDDING = io.Custom("LMM_EDIT_EMBEDDING")

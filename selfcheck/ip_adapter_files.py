@@ -212,6 +212,18 @@ def tiny_iaa_state(
     }
 
 
+def tiny_global_local_adapter_state(
+    layer_channels: Sequence[int], *, context_dim: int, clip_dim: int, num_tokens: int = 4, seed: int = 0
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Nested ``{"image_proj": ..., "ip_adapter": ...}`` of InstructAny2Pix's ``ip_adapter_global_local_2_view``
+    layout: the basic projection plus ``raw_embed`` [2, context_dim] (global, local view), N(0, 0.5) as the
+    reference fixture draws it."""
+    generator = torch.Generator().manual_seed(seed)
+    image_proj = basic_image_proj_section(clip_dim, context_dim, num_tokens, generator)
+    image_proj["raw_embed"] = torch.randn(2, context_dim, generator=generator) * 0.5
+    return {"image_proj": image_proj, "ip_adapter": ip_layers_section(layer_channels, context_dim, generator)}
+
+
 def write_adapter_file(
     state: dict[str, dict[str, torch.Tensor]], path: pathlib.Path, dtype: torch.dtype | None = None
 ) -> pathlib.Path:

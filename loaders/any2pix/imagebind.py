@@ -63,6 +63,10 @@ class ImageBind(nn.Module):
     def device(self) -> torch.device:
         return self.vision.head_proj.weight.device
 
+    @device.setter
+    def device(self, _value) -> None:
+        """ComfyUI's ModelPatcher writes `model.device` after moving a model; the weights' device stays the truth."""
+
     def embed_images(self, images: Sequence[ImageLike]) -> torch.Tensor:
         return embed_images(self, images)
 

@@ -6,7 +6,7 @@ Reference: jacklishufan/InstructAny2Pix @ d11e49b, `instructany2pix/pipeline.py`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -65,13 +65,13 @@ class LLMResult:
 def encode_instruction(
     model: Any2PixLLM, tokenizer: Any2PixTokenizer, instruction: str, aux: torch.Tensor, kinds: Sequence[str],
     settings: SamplingSettings, generator: torch.Generator | None = None, forced: Sequence[int] | None = None,
-    caption_source: str = "sequence",
+    caption_source: str = "sequence", on_token: Callable[[int, int], None] | None = None,
 ) -> LLMResult:
     """Run the LLM on `instruction` (markers already replaced by `<video>`) and the inputs `aux` [N, D]
     (ImageBind embeddings renormalised to norm 20, in marker order, kinds "image"/"audio").
 
     forced: answer token ids to replay instead of sampling (teacher forcing). Raises `answer.AnswerError`
-    when the answer has no `<im_gen>` (the reference returns None and then fails).
+    when the answer has no `<im_gen>` (the reference returns None and then fails). on_token: see `decode_answer`.
     """
     if aux.shape[0] != len(kinds):
         raise ValueError(f"{aux.shape[0]} input embeddings for {len(kinds)} input kinds")
@@ -86,7 +86,7 @@ def encode_instruction(
     ids = torch.tensor([prompt_ids], device=device)
     with torch.no_grad():
         embeds = model.prompt_embeddings(ids, aux.to(device), tokenizer.ids.video)
-        decoded = decode_answer(model, embeds, settings, generator, forced)
+        decoded = decode_answer(model, embeds, settings, generator, forced, on_token)
         text = tokenizer.decode(prompt_ids + decoded.answer_ids)
         answer_text = tokenizer.decode(decoded.answer_ids)
         steps = answer_steps(decoded.answer_ids, tokenizer.ids, answer_text)

@@ -21,7 +21,7 @@ in the prompt only, as in the reference when the prompt holds one `<video>` per 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -119,8 +119,12 @@ class Decoded:
 def decode_answer(
     model: Any2PixLLM, inputs_embeds: torch.Tensor, settings: SamplingSettings,
     generator: torch.Generator | None = None, forced: Sequence[int] | None = None,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> Decoded:
-    """Generate after the prompt embeddings [1, T, H] (KV cache); `forced` replays given tokens (teacher forcing)."""
+    """Generate after the prompt embeddings [1, T, H] (KV cache); `forced` replays given tokens (teacher forcing).
+
+    on_token(step, token id) is called after each token (a progress bar; it may raise to stop).
+    """
     llm = model.llm
     limit = len(forced) if forced is not None else settings.max_new_tokens
     cache = llm.new_cache(1, inputs_embeds.shape[1] + limit, device=inputs_embeds.device)
@@ -134,6 +138,8 @@ def decode_answer(
         logits_all.append(logits[0])
         token = int(forced[step]) if forced is not None else next_token(logits, settings, generator)
         ids.append(token)
+        if on_token is not None:
+            on_token(step, token)
         if forced is None and token in settings.eos_ids:
             break
         if step + 1 < limit:

@@ -15,6 +15,7 @@ Families recognised (``image_proj`` keys):
 | ``ip-adapter`` | ``proj.weight``, ``proj.bias``, ``norm.weight``, ``norm.bias`` | CLIP ``image_embeds`` |
 | ``ip-adapter-plus`` | ``latents``, ``proj_in``, ``proj_out``, ``norm_out``, ``layers`` | CLIP penultimate states |
 | ``insightedit-iaa`` | a ``mapper`` section + the ``ip-adapter`` keys | the LMM's ``[MM]`` hidden states |
+| ``any2pix-global-local`` | the ``ip-adapter`` keys + ``raw_embed`` (InstructAny2Pix's SDXL ``ip_adapter_global_local_2_view``) | an embedding ``[n, C]`` (ImageBind space) |
 
 Full-face, FaceID and FaceID-Plus files are recognised only to be refused with a clear message.
 """
@@ -36,15 +37,18 @@ SECTION_ALIASES = {"adapter_modules": "ip_adapter"}  # tencent-ailab/IP-Adapter 
 IP_ADAPTER = "ip-adapter"
 IP_ADAPTER_PLUS = "ip-adapter-plus"
 INSIGHTEDIT_IAA = "insightedit-iaa"
-FAMILIES = (IP_ADAPTER, IP_ADAPTER_PLUS, INSIGHTEDIT_IAA)
+ANY2PIX_GLOBAL_LOCAL = "any2pix-global-local"
+FAMILIES = (IP_ADAPTER, IP_ADAPTER_PLUS, INSIGHTEDIT_IAA, ANY2PIX_GLOBAL_LOCAL)
 
 EXPECTED_LAYOUT = (
     "an image adapter with sections image_proj.* and ip_adapter.<2n+1>.to_k_ip.weight / "
     "ip_adapter.<2n+1>.to_v_ip.weight (IP-Adapter: image_proj.proj.weight + image_proj.norm.*; "
     "IP-Adapter Plus: image_proj.latents + image_proj.proj_in/proj_out/norm_out/layers.*; "
-    "InsightEdit IAA: mapper.<2i>.weight/bias in front of the IP-Adapter image_proj)"
+    "InsightEdit IAA: mapper.<2i>.weight/bias in front of the IP-Adapter image_proj; InstructAny2Pix "
+    "global-local: the IP-Adapter image_proj plus image_proj.raw_embed)"
 )
 BASIC_PROJ_KEYS = frozenset({"proj.weight", "proj.bias", "norm.weight", "norm.bias"})
+GLOBAL_LOCAL_PROJ_KEYS = BASIC_PROJ_KEYS | {"raw_embed"}  # InstructAny2Pix ImageProjModel(num_crops=2)
 
 
 def _key_sample(keys: list[str], limit: int = 6) -> str:
@@ -157,6 +161,8 @@ def recognise_adapter_family(sections: Sections, path: str | Path) -> str:
         return INSIGHTEDIT_IAA
     if image_proj == BASIC_PROJ_KEYS:
         return IP_ADAPTER
+    if image_proj == GLOBAL_LOCAL_PROJ_KEYS:
+        return ANY2PIX_GLOBAL_LOCAL
     if {"latents", "proj_in.weight", "proj_out.weight", "norm_out.weight"} <= image_proj:
         return IP_ADAPTER_PLUS
     raise ModelFileError(

@@ -12,6 +12,7 @@ trained with when the image was dropped:
 | ``ip-adapter`` | projection of a zero ``image_embeds`` vector (not zero tokens: bias + LayerNorm) | tencent-ailab/IP-Adapter ``IPAdapter.get_image_embeds`` (``torch.zeros_like``), diffusers ``prepare_ip_adapter_image_embeds``, IPAdapter_plus |
 | ``ip-adapter-plus`` | Resampler over CLIP's penultimate states of an all-zero ``pixel_values`` (after normalisation) | tencent ``IPAdapterPlus.get_image_embeds``, diffusers (``image_encoder(torch.zeros_like(image))``) |
 | ``insightedit-iaa`` | the IAA's projection of a zero CLIP embedding (the Mapper's target space), the basic IP-Adapter convention | ours: the paper trains the IAA IP-Adapter style and states no null input |
+| ``any2pix-global-local`` | projection of zero views with scales [1, 1] (global mode: ``LayerNorm(proj.bias + raw_embed[0])``) | jacklishufan/InstructAny2Pix @ d11e49b ``IPAdapter.get_image_embeds`` |
 
 ComfyUI_IPAdapter_plus differs for Plus: it encodes a black 224 px image (zeros *before*
 normalisation); we follow the training code (tencent ``tutorial_train_plus.py`` zeroes the
@@ -24,13 +25,16 @@ from collections.abc import Callable
 
 import torch
 
-from .files import INSIGHTEDIT_IAA, IP_ADAPTER, IP_ADAPTER_PLUS
+from .files import ANY2PIX_GLOBAL_LOCAL, INSIGHTEDIT_IAA, IP_ADAPTER, IP_ADAPTER_PLUS
 from .load import ImageAdapter
 
 
 def adapter_input_width(adapter: ImageAdapter) -> int:
-    """Width of what the adapter's projection reads: CLIP ``image_embeds``, CLIP hidden states or ``[MM]`` states."""
+    """Width of what the adapter's projection reads: CLIP ``image_embeds``, CLIP hidden states, ``[MM]`` states or
+    the embedding of the global-local adapter."""
     projection = adapter.projection
+    if adapter.family == ANY2PIX_GLOBAL_LOCAL:
+        return projection.input_width
     if adapter.family == IP_ADAPTER:
         return projection.proj.in_features
     if adapter.family == IP_ADAPTER_PLUS:
@@ -47,12 +51,18 @@ def conditional_tokens(adapter: ImageAdapter, source: torch.Tensor) -> torch.Ten
     """Image tokens ``[1, n*N, D_ctx]`` on CPU from the family's input.
 
     source: ``image_embeds [n, D_clip]`` (IP-Adapter), ``penultimate_hidden_states [n, P, D_vis]`` (Plus),
-    or ``LMMInstruction.hidden_states [r, D_llm]`` (IAA; one image prompt of N tokens).
+    ``LMMInstruction.hidden_states [r, D_llm]`` (IAA; one image prompt of N tokens), or an embedding ``[n, C]``
+    (global-local adapter; also ``[n, 2, C]``, the global and local views).
     Raises ValueError naming the expected width when the source does not fit the adapter.
     """
     width = adapter_input_width(adapter)
-    expected_dims = 3 if adapter.family == IP_ADAPTER_PLUS else 2
-    if source.dim() != expected_dims or source.shape[-1] != width:
+    if adapter.family == IP_ADAPTER_PLUS:
+        fits = source.dim() == 3
+    elif adapter.family == ANY2PIX_GLOBAL_LOCAL:
+        fits = source.dim() == 2 or (source.dim() == 3 and source.shape[1] == 2)
+    else:
+        fits = source.dim() == 2
+    if not fits or source.shape[-1] != width:
         raise ValueError(_mismatch_message(adapter, source, width))
     tokens = adapter.image_tokens(source)  # [n, N, D] (IAA: [1, N, D])
     return _one_prompt(tokens).cpu()
@@ -67,6 +77,9 @@ def unconditional_tokens(
     all-zero (normalised) ``pixel_values``; the other families need nothing.
     """
     device = adapter.to_k_ip[0].device
+    if adapter.family == ANY2PIX_GLOBAL_LOCAL:
+        with torch.no_grad():
+            return _one_prompt(adapter.projection.unconditional(num_images)).cpu()
     if adapter.family == IP_ADAPTER:
         zeros = torch.zeros(num_images, adapter_input_width(adapter), device=device)
         return _one_prompt(adapter.image_tokens(zeros)).cpu()
@@ -107,6 +120,12 @@ def _mismatch_message(adapter: ImageAdapter, source: torch.Tensor, width: int) -
         return (
             f"the IP-Adapter Plus {adapter.path} reads CLIP vision penultimate hidden states [images, tokens, {width}], "
             f"found {found}. Use the CLIP vision model it was trained with ({_clip_vision_hint(width)})."
+        )
+    if adapter.family == ANY2PIX_GLOBAL_LOCAL:
+        return (
+            f"the InstructAny2Pix adapter {adapter.path} reads an embedding [images, {width}] (the fused embedding of "
+            f"the Any2Pix nodes, or CLIP ViT-H image_embeds) or its two views [images, 2, {width}], found {found}. "
+            "Feed it the embedding made with the InstructAny2Pix files of the same release."
         )
     return (
         f"the InsightEdit IAA {adapter.path} reads [MM] hidden states [r, {width}], found {found}: the adapter was "

@@ -25,6 +25,7 @@ from ..state_checks import check_float_tensors, load_checked
 from .cross_attention_layers import CrossAttentionLayer, weight_module_key
 from .decoupled_attention import ImageBranch
 from .files import (
+    ANY2PIX_GLOBAL_LOCAL,
     INSIGHTEDIT_IAA,
     IP_ADAPTER,
     IP_ADAPTER_PLUS,
@@ -32,6 +33,7 @@ from .files import (
     read_adapter_sections,
     recognise_adapter_family,
 )
+from .global_local import global_local_projection
 from .iaa import IAAConfig, ImageAlignmentAdapter
 from .image_projection import ImageProjConfig, ImageProjModel, Resampler, ResamplerConfig
 
@@ -39,10 +41,12 @@ from .image_projection import ImageProjConfig, ImageProjModel, Resampler, Resamp
 INPUT_IMAGE_EMBEDS = "image_embeds"  # CLIP vision projected embedding [B, D_clip]
 INPUT_PENULTIMATE = "penultimate_hidden_states"  # CLIP vision penultimate layer [B, 257, D_vis]
 INPUT_MM_HIDDEN_STATES = "mm_hidden_states"  # LMMInstruction.hidden_states [r, D_llm]
+INPUT_EMBEDDING = "embedding"  # an image-space embedding [n, C] given directly (InstructAny2Pix's fused one)
 FAMILY_INPUT = {
     IP_ADAPTER: INPUT_IMAGE_EMBEDS,
     IP_ADAPTER_PLUS: INPUT_PENULTIMATE,
     INSIGHTEDIT_IAA: INPUT_MM_HIDDEN_STATES,
+    ANY2PIX_GLOBAL_LOCAL: INPUT_EMBEDDING,
 }
 
 
@@ -75,6 +79,8 @@ def _layer_weights(sections: Sections, path: Path) -> tuple[list[torch.Tensor], 
 
 def _projection(family: str, sections: Sections, path: Path, operations=DEFAULT_OPERATIONS) -> nn.Module:
     """The family's projection, sized from its tensors (``Config.from_shapes``) and loaded strictly in the file dtype."""
+    if family == ANY2PIX_GLOBAL_LOCAL:
+        return global_local_projection(sections["image_proj"], path, operations)
     if family == INSIGHTEDIT_IAA:
         state = {f"{name}.{k}": v for name in ("mapper", "image_proj") for k, v in sections[name].items()}
         config_type, model_type = IAAConfig, ImageAlignmentAdapter
@@ -172,7 +178,7 @@ def _channels_text(channels: Sequence[int]) -> str:
 
 
 def load_image_adapter(path: str | Path, operations=DEFAULT_OPERATIONS) -> ImageAdapter:
-    """Read an IP-Adapter (base / Plus) or InsightEdit IAA file (``.safetensors`` or ``.bin``) into an ``ImageAdapter``.
+    """Read an IP-Adapter (base / Plus), InsightEdit IAA or InstructAny2Pix global-local file (``.safetensors`` or ``.bin``) into an ``ImageAdapter``.
 
     Raises ``ModelFileError`` naming the file, the expected layout and what was found for an
     unreadable, truncated, foreign or inconsistent file.

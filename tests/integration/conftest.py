@@ -12,6 +12,7 @@ import pathlib
 import pytest
 
 IP2P_CHECKPOINT = "instruct-pix2pix-00-22000.safetensors"  # the name the example workflow uses
+SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"  # stabilityai/stable-diffusion-xl-base-1.0's single file
 EXAMPLE_IMAGE = "example.png"  # the LoadImage default in the example workflows
 IMAGE_SIZE = (64, 48)  # width, height: non-square on purpose, a multiple of 16
 
@@ -65,6 +66,14 @@ def ip2p_checkpoint(comfyui, tiny_ip2p) -> pathlib.Path:
         write_ldm_checkpoint(tiny_ip2p, path, comfy.utils.unet_to_diffusers(dict(TINY_UNET_LDM_CONFIG)),
                              comfy.diffusers_convert.convert_vae_state_dict)
     return path
+
+
+@pytest.fixture(scope="session")
+def sdxl_checkpoint(comfyui) -> pathlib.Path:
+    """A tiny random SDXL-family checkpoint (selfcheck/sdxl_models.py; ~1.9 GB: real-size text encoders), once."""
+    from lmm_edit.selfcheck.sdxl_models import write_tiny_sdxl_checkpoint
+
+    return write_tiny_sdxl_checkpoint(comfyui.models_path / "checkpoints" / SDXL_CHECKPOINT)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ const TYPE_COLOURS = {
   LMM_EDIT_BRIDGE: "#80cbc4",
   LMM_EDIT_INSTRUCTION: "#ffcc80",
   LMM_EDIT_ADAPTER: "#90caf9",
+  LMM_EDIT_ANY2PIX: "#ce93d8",
+  LMM_EDIT_ANY2PIX_ENCODING: "#f48fb1",
 };
 
 function applyTypeColours() {
