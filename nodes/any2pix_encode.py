@@ -72,7 +72,7 @@ def check_markers(instruction: str, connected: set[tuple[str, int]]):
 
 def embed_inputs(models, marked, values: dict) -> torch.Tensor:
     """ImageBind embeddings [N, D] (fp32, CPU) of the named inputs, in marker order (first item of each batch)."""
-    imagebind = load_for_use(models.imagebind)
+    imagebind = load_for_use(models.imagebind, whole=True)  # its raw parameters and heads go where it runs
     rows: dict[int, torch.Tensor] = {}
     images = [(i, first_rgb(values[f"image{slot}"], NODE)[0]) for i, (kind, slot) in enumerate(marked.inputs) if kind == "image"]
     audios = []
@@ -152,9 +152,10 @@ class Any2PixEncodeNode(io.ComfyNode):
         marked = check_markers(instruction, connected_inputs(inputs))
         kinds = tuple(kind for kind, _ in marked.inputs)
         aux = renormalize_inputs(embed_inputs(any2pix, marked, inputs))
-        model = load_for_use(any2pix.llm)
         settings = SamplingSettings.from_generation_config(
             any2pix.generation_config, any2pix.tokenizer.ids.eos, temperature, source=any2pix.llm_folder)
+        # ComfyUI reserves the KV cache and activations, then loads what fits of the LLM (partially if need be)
+        model = load_for_use(any2pix.llm, any2pix.llm.model.working_memory(settings.max_new_tokens))
         progress = TokenProgress(cls.hidden.unique_id if cls.hidden is not None else None)
         generator = torch.Generator().manual_seed(seed)
         try:

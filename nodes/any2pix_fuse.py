@@ -37,7 +37,7 @@ def fusion_weights(preset: str, h0: float, h1: float, h2: float, norm: float) ->
 def refine_and_fuse(any2pix, encoding, h: tuple[float, float, float], norm: float, score: float,
                     negative_score: float, guidance: float, mode: str) -> torch.Tensor:
     """The fused embedding [1, D] (CPU, fp32)."""
-    prior = load_for_use(any2pix.prior)
+    prior = load_for_use(any2pix.prior, whole=True)  # small; its raw embeddings go where it runs
     device, dtype = prior.start_of_sequence_tokens.weight.device, prior.start_of_sequence_tokens.weight.dtype
     image_embeds = encoding.image_embeds.to(device=device, dtype=dtype)
     text_states = prior.text_states(torch.tensor([any2pix.prior_text_ids], device=device))

@@ -136,7 +136,7 @@ class Any2PixLLM(nn.Module):
         embeddings it replaces through a boolean-mask copy, which writes nothing, so the token embedding of
         `<video>` stays under the projection (fixture README quirk 5); training did the same.
         """
-        embeds = self.llm.embed_tokens(input_ids)
+        embeds = self.llm.embed(input_ids)
         if aux.shape[0] == 0:
             return embeds
         rows, cols = torch.where(input_ids == video_id)
@@ -149,6 +149,21 @@ class Any2PixLLM(nn.Module):
         added = torch.zeros_like(embeds)
         added[rows[: aux.shape[0]], cols[: aux.shape[0]]] = projected
         return embeds + added
+
+    def execution_device(self) -> torch.device:
+        """Where an encode runs: where ComfyUI's ModelPatcher loaded the module (it sets ``device``; under partial
+        loading some weights stay offloaded and are cast per layer), else where the weights are."""
+        placed = self.__dict__.get("device")
+        return placed if isinstance(placed, torch.device) else self.llm.norm.weight.device
+
+    def working_memory(self, new_tokens: int) -> int:
+        """Bytes an encode needs beyond the weights: the KV cache of a full-context prompt plus ``new_tokens``, the
+        prompt pass's MLP activations, and the logits of each step."""
+        llama, itemsize = self.config.llama, self.llm.norm.weight.element_size()
+        positions = self.config.context + new_tokens
+        kv_cache = 2 * llama.layers * llama.hidden * positions * itemsize
+        activations = 4 * positions * llama.intermediate * itemsize
+        return kv_cache + activations + 4 * llama.vocab * new_tokens
 
     def predict_embedding(self, hidden: torch.Tensor) -> torch.Tensor:
         """`vae_predictor_image` of last-layer states [..., H] -> embeddings [..., D]."""

@@ -82,7 +82,7 @@ def encode_instruction(
             f"the instruction has {videos} <video> slots for {aux.shape[0]} inputs; every input needs exactly one "
             "[imageN]/[audioN] marker"
         )
-    device = model.llm.embed_tokens.weight.device
+    device = model.execution_device()
     ids = torch.tensor([prompt_ids], device=device)
     with torch.no_grad():
         embeds = model.prompt_embeddings(ids, aux.to(device), tokenizer.ids.video)

@@ -143,6 +143,6 @@ def decode_answer(
         if forced is None and token in settings.eos_ids:
             break
         if step + 1 < limit:
-            token_embed = llm.embed_tokens(torch.tensor([[token]], device=inputs_embeds.device))
+            token_embed = llm.embed(torch.tensor([[token]], device=inputs_embeds.device))
             hidden = llm(token_embed, cache)
     return Decoded(ids, torch.stack(states), torch.stack(logits_all))

@@ -13,6 +13,7 @@ import shutil
 import pytest
 import torch
 
+from lmm_edit.loaders.any2pix.sampling import DEFAULT_MAX_NEW_TOKENS
 from lmm_edit.selfcheck.any2pix_models import EMBED
 
 from .any2pix_support import IMAGEBIND, LLM, NO_IM_GEN_LLM, PRIOR, ensure_release
@@ -203,3 +204,35 @@ def test_fuse_presets_and_the_loader_stages(comfyui, example_image, any2pix, any
     y = refine(bundle.prior, src, bundle.prior.text_states(torch.tensor([bundle.empty_text_ids])), mode="direct").y
     torch.testing.assert_close(reference, fuse(encoding.base_embed, encoding.image_embeds, y).reshape(1, -1),
                                rtol=0, atol=1e-4)
+
+
+def test_the_llm_streams_under_no_vram_and_encodes_as_when_whole(comfyui, example_image, any2pix_release, monkeypatch):
+    """ComfyUI's NO_VRAM state on a device it takes for a GPU: the LLM is loaded partially (every castable layer
+    streamed), with the KV cache reserved, and the encode equals the whole model's; "Unload models" frees it."""
+    import comfy.model_management as mm
+
+    from lmm_edit.nodes.any2pix_loader import Any2PixLoaderNode
+
+    image, sound = _image(comfyui, example_image), _sound()
+    expected = _encode(Any2PixLoaderNode.execute(LLM, IMAGEBIND, PRIOR, "fp32").result[0], image1=image, audio1=sound)
+    mm.unload_all_models()
+    reserved = {}
+    load_models_gpu = mm.load_models_gpu
+
+    def spy(models, memory_required=0, **kwargs):
+        reserved[models[0]] = memory_required
+        return load_models_gpu(models, memory_required=memory_required, **kwargs)
+
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.NO_VRAM)
+    monkeypatch.setattr(mm, "is_device_cpu", lambda device: False)
+    monkeypatch.setattr(mm, "load_models_gpu", spy)
+    streamed = Any2PixLoaderNode.execute(LLM, IMAGEBIND, PRIOR, "fp32").result[0]
+    got = _encode(streamed, image1=image, audio1=sound)
+    llm = streamed.llm.model
+    castable = [m for m in llm.modules() if hasattr(m, "comfy_cast_weights")]
+    assert llm.model_lowvram and castable and all(m.comfy_cast_weights for m in castable)
+    assert reserved[streamed.llm] == llm.working_memory(DEFAULT_MAX_NEW_TOKENS) > 0
+    torch.testing.assert_close(got[0].image_embeds, expected[0].image_embeds, rtol=0, atol=0)
+    assert got[1] == expected[1]  # the caption
+    mm.unload_all_models()
+    assert streamed.llm not in mm.loaded_models() and not llm.model_lowvram
