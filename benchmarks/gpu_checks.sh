@@ -12,7 +12,7 @@
 #   bash benchmarks/gpu_checks.sh --prepare   # here, with network: fill .gpu_carry/ for a bare GPU machine
 #
 # A bare GPU machine has torch, triton, transformers, peft and pytest but no ComfyUI and no diffusers, and no
-# network: --prepare puts ComfyUI 0.3.64 (../shared/comfyui, or $COMFYUI_TARBALL_DIR) and the missing wheels in
+# network: --prepare puts ComfyUI 0.3.64 (the tarball parts CI unpacks, or $COMFYUI_TARBALL_DIR) and the missing wheels in
 # .gpu_carry/ (git-ignored), which travels with the checkout (the device tool's `carry`). The run unpacks them into
 # /tmp. COMFYUI_PATH, when set, is used as is. Each step has its own time limit; a failing step is reported in the
 # summary and the others still run (exit status 1 at the end).
@@ -21,11 +21,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 PY="${PYTHON:-python3}"
 carry="$repo/.gpu_carry"
+tarballs="${COMFYUI_TARBALL_DIR:-$(dirname "$repo")/shared/comfyui}"  # beside the checkout, as in .ci/run
 WHEELS="diffusers==0.42.1 importlib_metadata torchsde==0.2.6 trampoline==0.1.2"  # what ComfyUI's samplers and ip2p_step add
 
 prepare() {
   mkdir -p "$carry/wheels" "$carry/comfyui"
-  cp "${COMFYUI_TARBALL_DIR:-$repo/../shared/comfyui}"/ComfyUI-0.3.64.tar.gz.part* "$carry/comfyui/"
+  cp "$tarballs"/ComfyUI-0.3.64.tar.gz.part* "$carry/comfyui/"
   # shellcheck disable=SC2086
   "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d "$carry/wheels" $WHEELS
@@ -59,7 +60,7 @@ setup() {
   fi
   if [ -z "${COMFYUI_PATH:-}" ]; then
     local parts=("$carry"/comfyui/ComfyUI-0.3.64.tar.gz.part*)
-    [ -e "${parts[0]}" ] || parts=("$repo"/../shared/comfyui/ComfyUI-0.3.64.tar.gz.part*)
+    [ -e "${parts[0]}" ] || parts=("$tarballs"/ComfyUI-0.3.64.tar.gz.part*)
     if [ -e "${parts[0]}" ]; then
       cat "${parts[@]}" | tar -xz -C "$work" && export COMFYUI_PATH="$work/ComfyUI"
     fi
