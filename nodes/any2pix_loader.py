@@ -23,7 +23,16 @@ from ..loaders import model_folders
 from ..loaders.any2pix import Any2PixTokenizer, load_imagebind, load_llm, load_prior, read_generation_config
 from ..loaders.any2pix.llm_files import SINGLE_FILES as LLM_WEIGHT_FILES
 from ..loaders.model_catalogue import download_command, fetch_hint
-from .module_patchers import DTYPE_CHOICES, explicit_dtype, lmm_load_device, resolve_dtype, wrap_module
+from ..loaders.storage import STORAGE_CHOICES, storage_dtype, store_weights
+from .module_patchers import (
+    DTYPE_CHOICES,
+    WEIGHT_DTYPE_TOOLTIP,
+    explicit_dtype,
+    lmm_load_device,
+    lmm_operations,
+    resolve_dtype,
+    wrap_module,
+)
 from .socket_types import ANY2PIX
 
 RELEASE_DOWNLOAD = "any2pix"  # loaders/model_catalogue.py DOWNLOADS
@@ -94,11 +103,15 @@ def resolve(kind: str, name: str) -> Path:
     )
 
 
-def load_any2pix(llm_dir: Path, imagebind_file: Path, prior_dir: Path, dtype: str) -> Any2PixModels:
+def load_any2pix(llm_dir: Path, imagebind_file: Path, prior_dir: Path, dtype: str,
+                 weight_dtype: str = "default") -> Any2PixModels:
     device = lmm_load_device()
     compute = resolve_dtype(dtype, device)
     ops = comfy.ops.disable_weight_init  # ComfyUI's layers, as its own models use (loaders/operations.py)
-    llm, tokenizer = load_llm(llm_dir, compute, operations=ops)
+    storage = storage_dtype(weight_dtype, compute)
+    llm_ops = lmm_operations(storage, compute)
+    llm, tokenizer = load_llm(llm_dir, compute, operations=llm_ops)
+    store_weights(llm.llm, storage, compute, llm_ops)  # the LLaMA decoder: all but a few MB of the LLM
     imagebind = load_imagebind(imagebind_file, dtype=compute, operations=ops)
     prior_weights = next(prior_dir / f for f in PRIOR_FILES if (prior_dir / f).is_file())
     gpt2, clip = prior_dir / PRIOR_GPT2_CONFIG, prior_dir / PRIOR_CLIP_CONFIG
@@ -141,14 +154,18 @@ class Any2PixLoaderNode(io.ComfyNode):
                                tooltip="LLM and ImageBind dtype. auto: fp16 (else bf16) on a GPU, fp32 on CPU. The "
                                "reference runs the LLM in 4-bit (bitsandbytes) and ImageBind and the prior in fp32 "
                                "on CPU; the prior stays fp32 here unless a dtype is picked. 7B LLM in fp16: ~14 GB."),
+                io.Combo.Input("weight_dtype", options=list(STORAGE_CHOICES), default="default", optional=True,
+                               tooltip=WEIGHT_DTYPE_TOOLTIP + " Applies to the LLM's LLaMA decoder: about 13.5 GB of "
+                               "weights in fp16, 7 GB in fp8."),
             ],
             outputs=[ANY2PIX.Output(display_name="ANY2PIX", tooltip="LLM + ImageBind + prior, for "
                                     "LMMEdit_Any2PixEncode and LMMEdit_Any2PixFuse.")],
         )
 
     @classmethod
-    def execute(cls, llm, imagebind, prior, dtype) -> io.NodeOutput:
-        return io.NodeOutput(load_any2pix(resolve("llm", llm), resolve("imagebind", imagebind), resolve("prior", prior), dtype))
+    def execute(cls, llm, imagebind, prior, dtype, weight_dtype="default") -> io.NodeOutput:
+        return io.NodeOutput(load_any2pix(
+            resolve("llm", llm), resolve("imagebind", imagebind), resolve("prior", prior), dtype, weight_dtype))
 
 
 NODES = [Any2PixLoaderNode]

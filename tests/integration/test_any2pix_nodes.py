@@ -236,3 +236,21 @@ def test_the_llm_streams_under_no_vram_and_encodes_as_when_whole(comfyui, exampl
     assert got[1] == expected[1]  # the caption
     mm.unload_all_models()
     assert streamed.llm not in mm.loaded_models() and not llm.model_lowvram
+
+
+def test_fp8_weight_storage_keeps_the_llm_decoder_in_fp8_and_encodes_close_to_the_compute_dtype(
+        comfyui, example_image, any2pix_release):
+    from lmm_edit.nodes.any2pix_loader import Any2PixLoaderNode
+
+    image, sound = _image(comfyui, example_image), _sound()
+    whole = Any2PixLoaderNode.execute(LLM, IMAGEBIND, PRIOR, "fp32").result[0]
+    fp8 = Any2PixLoaderNode.execute(LLM, IMAGEBIND, PRIOR, "fp32", "fp8_e4m3fn").result[0]
+    decoder = fp8.llm.model.llm
+    assert decoder.embed_tokens.weight.dtype == torch.float8_e4m3fn
+    assert all(layer.mlp.gate_proj.weight.dtype == torch.float8_e4m3fn for layer in decoder.layers)
+    assert decoder.norm.weight.dtype == torch.float32  # norms keep the compute dtype
+    expected = _encode(whole, image1=image, audio1=sound)[0].image_embeds
+    got = _encode(fp8, image1=image, audio1=sound)[0].image_embeds
+    error = float((got - expected).norm() / expected.norm())
+    print(f"fp8_e4m3fn LLM decoder: relative error of the target embedding vs fp32 weights {error:.3g}")
+    assert got.isfinite().all() and error < 0.5
