@@ -35,6 +35,9 @@ NODE = "LMMEdit_Any2PixEncode"
 IMAGE_SLOTS = tuple(f"image{i}" for i in range(1, SLOTS + 1))
 AUDIO_SLOTS = tuple(f"audio{i}" for i in range(1, SLOTS + 1))
 CAPTION_SOURCES = ("whole sequence (reference)", "answer only (fix)")
+# ImageBind-huge's activations for a few inputs (ViT-H: 257 tokens x 1280 wide, 3 audio clips at a time): tens of
+# MB; reserved generously so ComfyUI frees room before loading what fits of it
+IMAGEBIND_WORKING_BYTES = 256 * 1024 * 1024
 BASE_RULE = ("The base image is chosen among the IMAGE inputs only: with one input it is that input; with several, "
              "the image whose ImageBind embedding best matches the LLM's <base> prediction (the reference's dot "
              "product; the reference may pick an audio and then crash); without <base> in the answer, the first "
@@ -72,7 +75,7 @@ def check_markers(instruction: str, connected: set[tuple[str, int]]):
 
 def embed_inputs(models, marked, values: dict) -> torch.Tensor:
     """ImageBind embeddings [N, D] (fp32, CPU) of the named inputs, in marker order (first item of each batch)."""
-    imagebind = load_for_use(models.imagebind, whole=True)  # its raw parameters and heads go where it runs
+    imagebind = load_for_use(models.imagebind, IMAGEBIND_WORKING_BYTES)
     rows: dict[int, torch.Tensor] = {}
     images = [(i, first_rgb(values[f"image{slot}"], NODE)[0]) for i, (kind, slot) in enumerate(marked.inputs) if kind == "image"]
     audios = []

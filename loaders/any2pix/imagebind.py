@@ -61,11 +61,15 @@ class ImageBind(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.vision.head_proj.weight.device
+        """Where the inputs go: where ComfyUI's ModelPatcher loaded the model (under partial loading some layers
+        stay offloaded and are cast per call), else where the weights are."""
+        placed = self.__dict__.get("_placed")
+        return placed if isinstance(placed, torch.device) else self.vision.head_proj.weight.device
 
     @device.setter
-    def device(self, _value) -> None:
-        """ComfyUI's ModelPatcher writes `model.device` after moving a model; the weights' device stays the truth."""
+    def device(self, value) -> None:
+        """ComfyUI's ModelPatcher writes `model.device` after loading or offloading a model."""
+        self.__dict__["_placed"] = torch.device(value) if value is not None else None
 
     def embed_images(self, images: Sequence[ImageLike]) -> torch.Tensor:
         return embed_images(self, images)

@@ -207,8 +207,8 @@ def test_fuse_presets_and_the_loader_stages(comfyui, example_image, any2pix, any
 
 
 def test_the_llm_streams_under_no_vram_and_encodes_as_when_whole(comfyui, example_image, any2pix_release, monkeypatch):
-    """ComfyUI's NO_VRAM state on a device it takes for a GPU: the LLM is loaded partially (every castable layer
-    streamed), with the KV cache reserved, and the encode equals the whole model's; "Unload models" frees it."""
+    """ComfyUI's NO_VRAM state on a device it takes for a GPU: the LLM and ImageBind are loaded partially (every
+    castable layer streamed), the LLM with its KV cache reserved, and the encode equals the whole model's; "Unload models" frees it."""
     import comfy.model_management as mm
 
     from lmm_edit.nodes.any2pix_loader import Any2PixLoaderNode
@@ -228,14 +228,16 @@ def test_the_llm_streams_under_no_vram_and_encodes_as_when_whole(comfyui, exampl
     monkeypatch.setattr(mm, "load_models_gpu", spy)
     streamed = Any2PixLoaderNode.execute(LLM, IMAGEBIND, PRIOR, "fp32").result[0]
     got = _encode(streamed, image1=image, audio1=sound)
-    llm = streamed.llm.model
-    castable = [m for m in llm.modules() if hasattr(m, "comfy_cast_weights")]
-    assert llm.model_lowvram and castable and all(m.comfy_cast_weights for m in castable)
+    llm, imagebind = streamed.llm.model, streamed.imagebind.model
+    for module in (llm, imagebind):
+        castable = [m for m in module.modules() if hasattr(m, "comfy_cast_weights")]
+        assert module.model_lowvram and castable and all(m.comfy_cast_weights for m in castable)
+    assert imagebind.device == streamed.imagebind.load_device  # inputs go where ComfyUI loaded it
     assert reserved[streamed.llm] == llm.working_memory(DEFAULT_MAX_NEW_TOKENS) > 0
     torch.testing.assert_close(got[0].image_embeds, expected[0].image_embeds, rtol=0, atol=0)
     assert got[1] == expected[1]  # the caption
     mm.unload_all_models()
-    assert streamed.llm not in mm.loaded_models() and not llm.model_lowvram
+    assert streamed.llm not in mm.loaded_models() and not llm.model_lowvram and not imagebind.model_lowvram
 
 
 def test_fp8_weight_storage_keeps_the_llm_decoder_in_fp8_and_encodes_close_to_the_compute_dtype(
