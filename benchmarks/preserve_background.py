@@ -17,29 +17,18 @@ reference's 256 x 256):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
-import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from pack_import import ROOT, import_pack
+
 SCENE_SIZE = (1536, 1024)
 MODEL_SIZE = 256
 THRESHOLD, FEATHER = 0.5, 16  # the full-resolution example's settings
 DRIFT_GAIN, DRIFT_OFFSET, REGEN_NOISE = (1.04, 0.97, 0.93), (0.02, 0.0, -0.01), 0.01
-
-
-def _import_pack() -> None:
-    """Make the repository root importable as `lmm_edit` (as the root conftest.py does)."""
-    if "lmm_edit" in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location("lmm_edit", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lmm_edit"] = module
-    spec.loader.exec_module(module)
 
 
 def synthetic_scene(width: int, height: int):
@@ -189,7 +178,7 @@ def main() -> None:
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (self-check part)")
     parser.add_argument("--thumbnail", type=pathlib.Path, help="also write the example's template thumbnail here")
     args = parser.parse_args()
-    _import_pack()
+    import_pack()
     if args.thumbnail:
         write_thumbnail(args.thumbnail)
     rows = synthetic_rows()
