@@ -20,7 +20,6 @@ from ..loaders import model_folders
 from ..loaders.errors import ModelFileError
 from ..loaders.ip2p.unet_keys import LDM_PREFIX
 from ..loaders.smartedit import SmartEditBundle, SmartEditEncoder, find_bundle, load_bridge, load_lmm, load_unet_ldm
-from ..loaders.smartedit.load import check_vision_size
 from ..loaders.storage import STORAGE_CHOICES, storage_dtype
 from .bim_residual import install_bim_residual
 from .folders import list_model_subfolders, model_file_options, resolve_model_file, resolve_model_subfolder
@@ -124,7 +123,6 @@ class SmartEditLoaderNode(io.ComfyNode):
         storage = storage_dtype(weight_dtype, lmm_dtype)
         lmm = load_lmm(found, llava_dir, clip_path, None, lmm_dtype, operations=lmm_operations(storage, lmm_dtype),
                        storage=storage)
-        check_vision_size(lmm, clip_path)
         bridge = load_bridge(found, bridge_dtype, qformer_heads or None, operations=ops)
         unet = load_smartedit_unet(found, explicit_dtype(dtype))
         lmm_handle = LMMHandle(wrap_module(lmm, device), SmartEditEncoder(lmm))
